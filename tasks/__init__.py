@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers around mnist_models that decide retries, caching and where files go."""
