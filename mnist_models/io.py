@@ -23,6 +23,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        os.chmod(temporary_path, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(temporary_path, final)
     finally:
         temporary_path.unlink(missing_ok=True)
@@ -38,6 +39,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary
         if final.exists():
             shutil.rmtree(final)
+        os.chmod(temporary, 0o755)  # mkdtemp creates 0700
         os.replace(temporary, final)
     finally:
         if temporary.exists():

@@ -1,0 +1,49 @@
+"""The study's architectures, one module each, picked by name from a registry.
+
+The registry names modules instead of importing them, so naming a model or hashing its code
+(for the training cache) never imports Keras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+from pathlib import Path
+
+# model name -> (module, builder function)
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "dnn": ("mnist_models.architectures.dnn", "build_dnn"),
+    "convnet": ("mnist_models.architectures.convnet", "build_convnet"),
+    "resnet": ("mnist_models.architectures.resnet", "build_resnet"),
+    "resnet_plain": ("mnist_models.architectures.resnet", "build_resnet_plain"),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+
+
+def check_model_name(name: str) -> str:
+    """Return `name` if it is a known model, else raise ValueError listing the known names."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def builder_source_path(name: str) -> Path:
+    """Return the source file that defines model `name`'s builder, without importing it."""
+    module_name, _ = ARCHITECTURES[check_model_name(name)]
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"source of model {name!r} ({module_name}) not found")
+    return Path(spec.origin)
+
+
+def builder_code_hash(name: str) -> str:
+    """SHA-256 of the source of model `name`'s module: editing it invalidates that model's runs only."""
+    return hashlib.sha256(builder_source_path(name).read_bytes()).hexdigest()
+
+
+def build_model(name: str, input_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10):
+    """Build the uncompiled keras.Model registered under `name`."""
+    module_name, function_name = ARCHITECTURES[check_model_name(name)]
+    builder = getattr(importlib.import_module(module_name), function_name)
+    return builder(input_shape=input_shape, num_classes=num_classes)

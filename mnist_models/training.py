@@ -1,0 +1,235 @@
+"""Train one run of the study and write its folder: model, history, gradients, histograms, manifest.
+
+A run is fully described by a `RunSpec`; its id and cache key are derived from the spec, which
+includes the data's content hash and the hash of the code that builds and trains the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mnist_models import data as data_lib
+from mnist_models.architectures import builder_code_hash, check_model_name
+from mnist_models.io import atomic_directory, write_json
+
+RUN_FILES = ("model.keras", "history.parquet", "gradients.parquet", "kernel_histograms.parquet", "manifest.json")
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+HISTOGRAM_BINS = 40
+GRADIENT_BATCH = 256
+
+
+def training_code_hash(model: str) -> str:
+    """SHA-256 of the code that shapes a run's result: the model's builder, this module, data loading."""
+    digest = hashlib.sha256(builder_code_hash(model).encode())
+    for module_file in (__file__, data_lib.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one training run's result."""
+
+    model: str
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    seed: int
+    train_subset: int | None
+    dataset: str
+    data_hash: str
+    code_hash: str
+
+    @classmethod
+    def create(cls, model: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
+               train_subset: int | None, dataset: str, data_hash: str) -> "RunSpec":
+        """Build a spec, hashing the current code of `model`'s builder and of the training loop."""
+        check_model_name(model)
+        return cls(model, float(learning_rate), epochs, batch_size, seed, train_subset, dataset,
+                   data_hash, training_code_hash(model))
+
+    @property
+    def cache_key(self) -> str:
+        """Content address of the run: any change to data, code, hyperparameters or seed changes it."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        """Readable, unique folder name: model, learning rate, epochs, seed and a short key."""
+        subset = f"-n{self.train_subset}" if self.train_subset else ""
+        return f"{self.model}-lr{self.learning_rate:g}-e{self.epochs}-s{self.seed}{subset}-{self.cache_key[:8]}"
+
+
+def read_manifest(run_dir: str | os.PathLike[str]) -> dict | None:
+    """The run's manifest if the folder is complete (manifest readable, every listed file present)."""
+    run_dir = Path(run_dir)
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    files = manifest.get("files", [])
+    if not files or not all((run_dir / name).exists() for name in files):
+        return None
+    return manifest
+
+
+def configure_threads(threads: int | None) -> None:
+    """Limit TensorFlow's thread pools; a no-op once TensorFlow has started executing ops."""
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # already initialised in this process: the first run's setting stays
+
+
+def _first_kernel_layer(model):
+    try:
+        return model.get_layer("target_layer")
+    except ValueError:
+        return next(layer for layer in model.layers if hasattr(layer, "kernel"))
+
+
+def _make_callbacks(model, spec: RunSpec, run_id: str, probe: tuple[np.ndarray, np.ndarray],
+                    log: Callable[[str], None]):
+    import keras
+    import tensorflow as tf
+
+    kernel_layer = _first_kernel_layer(model)
+    kernel_layers = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    loss_function = keras.losses.SparseCategoricalCrossentropy()
+    probe_images = tf.constant(probe[0])
+    probe_labels = tf.constant(probe[1])
+
+    class Recorder(keras.callbacks.Callback):
+        """Per epoch: one progress line, the tracked kernel's histogram, each kernel's gradient norm."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.histograms: list[dict] = []
+            self.gradients: list[dict] = []
+            self.seconds: list[float] = []
+            self._epoch_start = 0.0
+
+        def _record(self, epoch: int) -> None:
+            kernel = np.asarray(kernel_layer.kernel).ravel()
+            counts, edges = np.histogram(kernel, bins=HISTOGRAM_BINS)
+            self.histograms += [
+                {"epoch": epoch, "layer": kernel_layer.name, "bin_left": float(left),
+                 "bin_right": float(right), "count": int(count)}
+                for left, right, count in zip(edges[:-1], edges[1:], counts)
+            ]
+            with tf.GradientTape() as tape:
+                loss = loss_function(probe_labels, model(probe_images, training=False))
+            grads = tape.gradient(loss, [layer.kernel for layer in kernel_layers])
+            self.gradients += [
+                {"epoch": epoch, "layer": layer.name, "gradient_norm": float(tf.norm(grad))}
+                for layer, grad in zip(kernel_layers, grads)
+            ]
+
+        def on_train_begin(self, logs=None) -> None:
+            self._record(0)
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self._epoch_start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.seconds.append(time.perf_counter() - self._epoch_start)
+            self._record(epoch + 1)
+            logs = logs or {}
+            log(
+                f"{run_id}: epoch {epoch + 1}/{spec.epochs} loss {logs.get('loss', float('nan')):.4f} "
+                f"accuracy {logs.get('accuracy', float('nan')):.4f} val_accuracy "
+                f"{logs.get('val_accuracy', float('nan')):.4f} ({self.seconds[-1]:.1f} s)"
+            )
+
+    return Recorder()
+
+
+def train_run(
+    spec: RunSpec,
+    train_path: str | os.PathLike[str],
+    test_path: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train `spec` and write its complete run folder atomically; return the manifest."""
+    configure_threads(threads)
+    import keras
+    import tensorflow as tf
+
+    from mnist_models.architectures import build_model
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(spec.seed)
+    tf.config.experimental.enable_op_determinism()
+    train = data_lib.stratified_subset(data_lib.load_split(train_path), spec.train_subset, spec.seed)
+    test = data_lib.load_split(test_path)
+    probe_rows = np.random.default_rng(spec.seed).choice(len(train), min(GRADIENT_BATCH, len(train)), replace=False)
+
+    model = build_model(spec.model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    run_dir = Path(run_dir)
+    with atomic_directory(run_dir) as work_dir:
+        recorder = _make_callbacks(model, spec, run_dir.name, (train.images[probe_rows], train.labels[probe_rows]), log)
+        tensorboard = keras.callbacks.TensorBoard(log_dir=str(work_dir / "tensorboard"), histogram_freq=1)
+        fit = model.fit(
+            train.images, train.labels,
+            batch_size=spec.batch_size, epochs=spec.epochs,
+            validation_data=(test.images, test.labels),
+            callbacks=[recorder, tensorboard], verbose=0,
+        )
+        history = pd.DataFrame({key: fit.history[key] for key in HISTORY_COLUMNS[1:5]})
+        history.insert(0, "epoch", np.arange(1, len(history) + 1))
+        history["seconds"] = recorder.seconds
+        model.save(work_dir / "model.keras")
+        history.to_parquet(work_dir / "history.parquet", index=False)
+        pd.DataFrame(recorder.gradients).to_parquet(work_dir / "gradients.parquet", index=False)
+        pd.DataFrame(recorder.histograms).to_parquet(work_dir / "kernel_histograms.parquet", index=False)
+        final = history.iloc[-1]
+        manifest = {
+            "run_id": run_dir.name,
+            "cache_key": spec.cache_key,
+            "parameters": asdict(spec),
+            "seed": spec.seed,
+            "data_hash": spec.data_hash,
+            "code_hash": spec.code_hash,
+            "train_images": len(train),
+            "test_images": len(test),
+            "trainable_parameters": int(model.count_params()),
+            "threads": threads,
+            "versions": {
+                "python": platform.python_version(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "numpy": np.__version__,
+            },
+            "wall_seconds": round(time.perf_counter() - started, 3),
+            "final_metrics": {
+                "loss": float(final["loss"]), "accuracy": float(final["accuracy"]),
+                "val_loss": float(final["val_loss"]), "val_accuracy": float(final["val_accuracy"]),
+            },
+            "files": [*RUN_FILES, "tensorboard"],
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json(work_dir / "manifest.json", manifest)  # last: a folder without it is never trusted
+    return manifest

@@ -1,0 +1,272 @@
+"""Tests for mnist_models.download: checksums on uncompressed bytes, mirror fall-through, URL checks.
+
+HTTP mirrors are real `ThreadingHTTPServer`s on 127.0.0.1, started by the tests themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mnist_models.datasets import DATASETS
+from mnist_models.download import (
+    ChecksumError,
+    MirrorsExhaustedError,
+    fetch_verified,
+    normalize_mirror,
+    verify_content,
+)
+
+LABELS = "t10k-labels-idx1-ubyte.gz"
+LABELS_MD5 = "27ae3e4e09519cfbb04c329615203637"  # from ../shared/datasets/README.md
+LABELS_SHA256 = "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
+
+
+@pytest.fixture(scope="module")
+def good_labels(mnist_dir) -> bytes:
+    """The genuine compressed test-label file."""
+    return (mnist_dir / LABELS).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def corrupted_labels(good_labels) -> bytes:
+    """A well-formed gzip of the test labels with one label changed: only the checksum can tell."""
+    content = bytearray(gzip.decompress(good_labels))
+    content[8] = (content[8] + 1) % 10
+    return gzip.compress(bytes(content))
+
+
+@contextlib.contextmanager
+def _serve(routes: dict[str, bytes | int]) -> Iterator[tuple[str, list[str]]]:
+    """Serve `routes` (path -> body, or path -> HTTP status) on 127.0.0.1; yield base URL and request log."""
+    requested: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the name http.server dispatches on
+            requested.append(self.path)
+            body = routes.get(self.path, 404)
+            if isinstance(body, int):
+                self.send_error(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):  # keep the test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _closed_port() -> int:
+    """A localhost port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- verify_content
+
+
+def test_checksum_mismatch_names_file_source_expected_and_actual(corrupted_labels):
+    actual = hashlib.md5(gzip.decompress(corrupted_labels)).hexdigest()
+
+    with pytest.raises(ChecksumError) as caught:
+        verify_content(corrupted_labels, LABELS, LABELS_MD5, "https://mirror.example/mnist/t10k")
+
+    message = str(caught.value)
+    assert LABELS in message
+    assert "https://mirror.example/mnist/t10k" in message
+    assert f"expected {LABELS_MD5}" in message
+    assert actual in message and actual != LABELS_MD5
+    assert isinstance(caught.value, ValueError)  # callers may catch it as bad input
+
+
+def test_verified_file_records_uncompressed_hashes(good_labels):
+    verified = verify_content(good_labels, LABELS, LABELS_MD5, "here")
+
+    assert verified.md5 == LABELS_MD5
+    assert verified.sha256 == LABELS_SHA256
+    assert verified.compressed == good_labels
+
+
+def test_recompressed_gzip_with_same_content_is_accepted(good_labels):
+    recompressed = gzip.compress(gzip.decompress(good_labels), compresslevel=1, mtime=0)
+    assert recompressed != good_labels
+
+    verified = verify_content(recompressed, LABELS, LABELS_MD5, "re-made")
+
+    assert verified.md5 == LABELS_MD5
+    assert verified.compressed == recompressed
+
+
+def test_truncated_download_is_rejected_as_bad_gzip(good_labels):
+    with pytest.raises(ValueError, match=f"{LABELS} from somewhere is not a complete gzip file"):
+        verify_content(good_labels[:1000], LABELS, LABELS_MD5, "somewhere")
+
+
+def test_the_shared_files_match_the_published_checksums(mnist_dir):
+    for filename, md5 in DATASETS["mnist"].md5.items():
+        assert verify_content((mnist_dir / filename).read_bytes(), filename, md5, str(mnist_dir)).md5 == md5
+
+
+# --------------------------------------------------------------------------- normalize_mirror
+
+
+def test_local_directory_becomes_file_url(tmp_path):
+    assert normalize_mirror(str(tmp_path)) == tmp_path.resolve().as_uri() + "/"
+
+
+@pytest.mark.parametrize(
+    ("mirror", "expected"),
+    [("https://example.org/mnist", "https://example.org/mnist/"),
+     ("http://127.0.0.1:8000/data/", "http://127.0.0.1:8000/data/"),
+     ("  file:///srv/mnist  ", "file:///srv/mnist/")],
+)
+def test_urls_get_a_trailing_slash(mirror, expected):
+    assert normalize_mirror(mirror) == expected
+
+
+@pytest.mark.parametrize("mirror", ["ftp://x/", "s3://bucket/mnist/", "gopher://old.example/"])
+def test_unsupported_scheme_is_rejected(mirror):
+    scheme = mirror.split(":")[0]
+    with pytest.raises(ValueError, match=f"unsupported scheme '{scheme}'; expected http://, https://, file://"):
+        normalize_mirror(mirror)
+
+
+def test_unsupported_scheme_is_rejected_before_any_download():
+    with pytest.raises(ValueError, match="unsupported scheme 'ftp'"):
+        fetch_verified(LABELS, LABELS_MD5, ["ftp://x/"], attempts=1, backoff_seconds=0)
+
+
+@pytest.mark.parametrize("mirror", ["", "   "])
+def test_empty_mirror_is_rejected(mirror):
+    with pytest.raises(ValueError, match="empty mirror"):
+        normalize_mirror(mirror)
+
+
+def test_missing_directory_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="is not an existing directory nor a URL"):
+        normalize_mirror(str(tmp_path / "absent"))
+
+
+def test_no_mirrors_is_rejected():
+    with pytest.raises(ValueError, match=f"no mirror given for {LABELS}"):
+        fetch_verified(LABELS, LABELS_MD5, [])
+
+
+# --------------------------------------------------------------------------- fetch_verified
+
+
+def test_local_directory_mirror(mnist_dir, good_labels):
+    verified = fetch_verified(LABELS, LABELS_MD5, [str(mnist_dir)], attempts=1, backoff_seconds=0)
+
+    assert verified.source == mnist_dir.resolve().as_uri() + "/" + LABELS
+    assert verified.md5 == LABELS_MD5
+    assert verified.compressed == good_labels
+
+
+def test_file_url_mirror(mnist_dir, good_labels):
+    verified = fetch_verified(LABELS, LABELS_MD5, [mnist_dir.as_uri()], attempts=1, backoff_seconds=0)
+
+    assert verified.source.startswith("file://") and verified.source.endswith(LABELS)
+    assert verified.compressed == good_labels
+
+
+def test_directory_with_spaces_in_its_name(tmp_path, good_labels):
+    mirror = tmp_path / "my mirror"
+    mirror.mkdir()
+    (mirror / LABELS).write_bytes(good_labels)
+
+    assert fetch_verified(LABELS, LABELS_MD5, [str(mirror)], attempts=1).md5 == LABELS_MD5
+
+
+def test_recompressed_copy_in_a_mirror_is_accepted(tmp_path, good_labels):
+    (tmp_path / LABELS).write_bytes(gzip.compress(gzip.decompress(good_labels), compresslevel=9, mtime=1))
+
+    assert fetch_verified(LABELS, LABELS_MD5, [str(tmp_path)], attempts=1).md5 == LABELS_MD5
+
+
+def test_corrupted_first_mirror_falls_through_to_the_second(good_labels, corrupted_labels):
+    routes = {f"/bad/{LABELS}": corrupted_labels, f"/good/{LABELS}": good_labels}
+    messages: list[str] = []
+    with _serve(routes) as (base, requested):
+        verified = fetch_verified(
+            LABELS, LABELS_MD5, [f"{base}/bad/", f"{base}/good/"], backoff_seconds=0, log=messages.append
+        )
+
+    assert verified.source == f"{base}/good/{LABELS}"
+    assert verified.md5 == LABELS_MD5
+    assert verified.compressed == good_labels
+    # Bad content is not retried: one request to each mirror.
+    assert requested == [f"/bad/{LABELS}", f"/good/{LABELS}"]
+    assert any(f"rejected {base}/bad/{LABELS}" in message and "checksum mismatch" in message for message in messages)
+
+
+def test_missing_file_on_first_server_falls_through_to_second_server(good_labels):
+    with _serve({}) as (empty, _), _serve({f"/mnist/{LABELS}": good_labels}) as (full, _):
+        verified = fetch_verified(LABELS, LABELS_MD5, [empty, f"{full}/mnist"], backoff_seconds=0)
+
+    assert verified.source == f"{full}/mnist/{LABELS}"
+
+
+def test_transient_server_error_is_retried_on_the_same_mirror(good_labels):
+    responses = iter([503, good_labels])
+
+    class Flaky(dict):
+        def get(self, key, default=None):
+            return next(responses)
+
+    with _serve(Flaky()) as (base, requested):
+        verified = fetch_verified(LABELS, LABELS_MD5, [base], attempts=2, backoff_seconds=0)
+
+    assert verified.md5 == LABELS_MD5
+    assert requested == [f"/{LABELS}", f"/{LABELS}"]
+
+
+def test_all_mirrors_failing_lists_every_url_tried(corrupted_labels):
+    port = _closed_port()
+    unreachable = [f"http://127.0.0.1:{port}/first/", f"http://127.0.0.1:{port}/second/"]
+    with _serve({f"/{LABELS}": corrupted_labels}) as (bad, _):
+        with pytest.raises(MirrorsExhaustedError) as caught:
+            fetch_verified(LABELS, LABELS_MD5, [*unreachable, bad], attempts=2, backoff_seconds=0, timeout=5)
+
+    message = str(caught.value)
+    assert message.startswith(f"could not get a verified {LABELS} from any mirror; tried:")
+    for mirror in unreachable:
+        assert f"{mirror}{LABELS}: URLError" in message
+    assert f"{bad}/{LABELS}: checksum mismatch" in message
+
+
+def test_all_mirrors_unreachable(tmp_path):
+    port = _closed_port()
+    mirrors = [f"http://127.0.0.1:{port}/a/", f"http://127.0.0.1:{port}/b", str(tmp_path)]
+
+    with pytest.raises(MirrorsExhaustedError) as caught:
+        fetch_verified(LABELS, LABELS_MD5, mirrors, attempts=3, backoff_seconds=0, timeout=5)
+
+    lines = str(caught.value).splitlines()[1:]
+    assert [line.strip().split(": ")[0] for line in lines] == [
+        f"http://127.0.0.1:{port}/a/{LABELS}",
+        f"http://127.0.0.1:{port}/b/{LABELS}",
+        f"{tmp_path.resolve().as_uri()}/{LABELS}",
+    ]
+    assert "FileNotFoundError" in lines[-1]
