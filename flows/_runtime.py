@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mnist_models.datasets import get_dataset
 from mnist_models.download import MirrorsExhaustedError
+from mnist_models.locking import ArtifactsLockedError
+
+
+class StudyFailedError(RuntimeError):
+    """A flow run ended Failed; its message says why."""
+
 
 # Known, user-facing failures: printed as one message instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, MirrorsExhaustedError, PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, MirrorsExhaustedError, PermissionError, ArtifactsLockedError,
+               StudyFailedError)
 
 
 def quiet_defaults() -> None:
@@ -34,6 +42,29 @@ def resolve_mirrors(dataset: str, mirrors: list[str] | None) -> list[str]:
     if from_environment:
         return [mirror.strip() for mirror in from_environment.split(",") if mirror.strip()]
     return list(get_dataset(dataset).mirrors)
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """Use the configured Prefect API; without one, start a single temporary local server.
+
+    Prefect would otherwise start a temporary server in every worker process of the process pool;
+    one server shared through PREFECT_API_URL keeps the runs, logs and cache in one place.
+    """
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        server.stop()
 
 
 def run_cli(main: Callable[[], Any]) -> None:

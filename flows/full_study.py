@@ -18,19 +18,26 @@ import os
 import sys
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Failed
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from flows._runtime import quiet_defaults, resolve_mirrors, run_cli
+from flows._runtime import StudyFailedError, prefect_api, quiet_defaults, resolve_mirrors, run_cli
 from flows.prepare_data import prepare_data
 from mnist_models.config import StudyConfig, artifacts_paths
 from mnist_models.download import normalize_mirror
+from mnist_models import nightly as nightly_lib
 from mnist_models.io import ensure_writable_directory
+from mnist_models.locking import artifacts_lock
 from mnist_models.tables import to_markdown
 from mnist_models.training import RunSpec, read_manifest
 from tasks.caching import cache_storage, with_cache
 from tasks.evaluation import evaluate_model
+from tasks.nightly import record_history, update_champions
 from tasks.reporting import file_hashes, render_figures, render_report, write_study_tables
 from tasks.training import train_model
 
@@ -122,23 +129,61 @@ def full_study(
     dataset: str = "mnist",
     mirrors: list[str] | None = None,
     train_subset: int | None = None,
+    gradient_models: list[str] | None = None,
+    nightly: bool = False,
+    regression_tolerance: float = 0.005,
 ) -> dict:
-    """Run the study end to end; every stage whose inputs and outputs are unchanged is Cached."""
+    """Run the study end to end; every stage whose inputs and outputs are unchanged is Cached.
+
+    With `nightly`, the seed comes from today's date (UTC), tonight's accuracies are appended to
+    the history, each model's champion is kept or replaced, and a regression fails the run.
+    """
+    today = datetime.now(timezone.utc).date()
+    if nightly and seed is None:
+        seed = nightly_lib.nightly_seed(today)
     config = StudyConfig.for_profile(
         profile, artifacts_dir=Path(artifacts_dir), models=models, learning_rates=learning_rates, epochs=epochs,
         seed=seed, workers=workers, refresh=refresh, dask_address=dask_address, dataset=dataset,
-        mirrors=mirrors, train_subset=train_subset,
+        mirrors=mirrors, train_subset=train_subset, gradient_models=gradient_models, nightly=nightly,
+        regression_tolerance=regression_tolerance,
     )
-    logger = get_run_logger()
     paths = artifacts_paths(ensure_writable_directory(config.artifacts_dir))
-    data = prepare_data(dataset=config.dataset, artifacts_dir=str(paths["root"]), mirrors=mirrors, refresh=config.refresh)
+    with artifacts_lock(paths["root"]):
+        result = _run_study(config, paths)
+        if config.nightly and result["runs"]:
+            _nightly(config, paths, result, today)
+    if result["failures"]:
+        return Failed(message=(
+            f"{len(result['failures'])} of {result['planned']} runs failed (the others are saved and reported; "
+            "rerun to retrain only the failed ones):\n  " + "\n  ".join(result["failures"])
+        ))
+    if result.get("regressions"):
+        return Failed(message="nightly regression gate failed; champions kept:\n  " + "\n  ".join(result["regressions"]))
+    return result
+
+
+def _nightly(config: StudyConfig, paths: dict[str, Path], result: dict, today) -> None:
+    """History, champions and the regression gate of a nightly run."""
+    record_history(result["runs"], str(paths["tables"]), str(paths["figures"]), today.isoformat(),
+                   str(flow_run.get_id()))
+    decisions = update_champions(result["runs"], str(paths["models"] / "champion"), config.regression_tolerance)
+    result["champions"] = decisions
+    result["regressions"] = [decision["message"] for decision in decisions if decision["regressed"]]
+
+
+def _run_study(config: StudyConfig, paths: dict[str, Path]) -> dict:
+    """Data, training grid, tables, figures and report for one validated configuration."""
+    logger = get_run_logger()
+    data = prepare_data(dataset=config.dataset, artifacts_dir=str(paths["root"]),
+                        mirrors=list(config.mirrors) if config.mirrors else None, refresh=config.refresh)
     planned = plan_runs(config, data["content_hash"])
     pending = sum(config.refresh or read_manifest(paths["runs"] / spec.run_id) is None for _, spec in planned)
     logger.info(f"{len(planned)} runs planned, {pending} to train, {len(planned) - pending} already done")
     runner = task_runner_for(config, pending)
     evaluations, failures = train_grid.with_options(task_runner=runner)(config, planned, data)
 
-    result: dict = {"artifacts_dir": str(paths["root"]), "runs": evaluations, "failures": failures}
+    result: dict = {"artifacts_dir": str(paths["root"]), "runs": evaluations, "failures": failures,
+                    "planned": len(planned)}
     if evaluations:
         storage = cache_storage(paths["root"])
         model_names = sorted({run["model"] for run in evaluations}, key=list(config.models + config.gradient_models).index)
@@ -153,11 +198,6 @@ def full_study(
         report_paths = with_cache(render_report, storage, [paths["report"] / "report.html"], config.refresh)(
             table_paths, figure_paths, file_hashes({**table_paths, **figure_paths}), settings, str(paths["report"]))
         result.update(tables=table_paths, figures=figure_paths, report=report_paths)
-    if failures:
-        raise RuntimeError(
-            f"{len(failures)} of {len(planned)} runs failed (the others are saved and reported; "
-            "rerun to retrain only the failed ones):\n  " + "\n  ".join(failures)
-        )
     return result
 
 
@@ -188,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mirror", action="append", dest="mirrors", metavar="URL_OR_DIR",
                         help="where to download the IDX files from (default: $MNIST_MIRROR, else public mirrors)")
     parser.add_argument("--train-subset", type=int, help="train on a stratified subset of this many images")
+    parser.add_argument("--gradient-models", type=_csv(str),
+                        help="models of the gradient experiment (default resnet_plain,resnet; '' for none)")
+    parser.add_argument("--nightly", action="store_true",
+                        help="nightly retraining: date seed, history, champions and the regression gate")
+    parser.add_argument("--regression-tolerance", type=float, default=0.005,
+                        help="nightly: fail if a model's accuracy drops more than this below its champion")
     return parser
 
 
@@ -201,7 +247,11 @@ def main(argv: list[str] | None = None) -> dict:
         normalize_mirror(mirror)
     ensure_writable_directory(options["artifacts_dir"])
     options["artifacts_dir"] = str(Path(options["artifacts_dir"]).resolve())
-    result = full_study(profile=profile, **options)
+    with prefect_api():
+        state = full_study(profile=profile, **options, return_state=True)
+        if not state.is_completed():
+            raise StudyFailedError(state.message or f"the study ended {state.name}")
+        result = state.result()
     print_summary(result)
     return result
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows._runtime import quiet_defaults, resolve_mirrors, run_cli
+from flows._runtime import StudyFailedError, prefect_api, quiet_defaults, resolve_mirrors, run_cli
 from mnist_models.config import artifacts_paths
 from mnist_models.datasets import SPLIT_FILES, get_dataset
 from mnist_models.download import normalize_mirror
 from mnist_models.io import ensure_writable_directory
+from mnist_models.tables import TABLE_FORMATS
 from tasks.caching import cache_storage, with_cache
 from tasks.data import (
     content_hash,
@@ -66,7 +67,8 @@ def prepare_data(
         )
 
     data_hash = content_hash(file_hashes)
-    facts = with_cache(write_dataset_facts, storage, [paths["tables"] / "dataset_facts.parquet"], refresh).submit(
+    facts_outputs = [paths["tables"] / f"dataset_facts.{fmt}" for fmt in TABLE_FORMATS]
+    facts = with_cache(write_dataset_facts, storage, facts_outputs, refresh).submit(
         raw_paths, data_hash, str(paths["tables"])
     )
     figure_path = paths["figures"] / "first_25_images.png"
@@ -101,12 +103,17 @@ def main(argv: list[str] | None = None) -> dict:
     for mirror in resolve_mirrors(options.dataset, options.mirrors):
         normalize_mirror(mirror)
     ensure_writable_directory(options.artifacts_dir)
-    result = prepare_data(
-        dataset=options.dataset,
-        artifacts_dir=str(Path(options.artifacts_dir).resolve()),
-        mirrors=options.mirrors,
-        refresh=options.refresh,
-    )
+    with prefect_api():
+        state = prepare_data(
+            dataset=options.dataset,
+            artifacts_dir=str(Path(options.artifacts_dir).resolve()),
+            mirrors=options.mirrors,
+            refresh=options.refresh,
+            return_state=True,
+        )
+        if not state.is_completed():
+            raise StudyFailedError(state.message or f"data preparation ended {state.name}")
+        result = state.result()
     print(f"Parquet: {result['train']}, {result['test']}")
     print(f"Facts:   {result['dataset_facts']}\nFigure:  {result['first_25_images']}")
     return result

@@ -41,7 +41,9 @@ def write_split_parquet(raw_images: np.ndarray, labels: np.ndarray, path: str | 
     """Write one split as Parquet: label (uint8), source_index (int32), pixels (784 float32), atomically."""
     if len(raw_images) != len(labels):
         raise ValueError(f"{len(raw_images)} images but {len(labels)} labels; expected one label per image")
-    pixels = normalize_images(raw_images).reshape(len(raw_images), -1)
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"labels range {labels.min()}..{labels.max()}; expected values that fit uint8 (0..255)")
+    pixels = normalize_images(raw_images).reshape(len(raw_images), raw_images.shape[1] * raw_images.shape[2])
     if pixels.shape[1] != IMAGE_SIZE:
         raise ValueError(f"images have {pixels.shape[1]} pixels each; expected 28x28 = {IMAGE_SIZE}")
     pixel_column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.ravel(), type=pa.float32()), IMAGE_SIZE)

@@ -8,6 +8,7 @@ the files its stage wrote still exist: the flow checks them and refreshes the st
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -35,11 +36,23 @@ def _stable_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=default)
 
 
-def source_hash(*modules: Any) -> str:
-    """SHA-256 over the source of the given modules or functions."""
+def _source(item: Any) -> bytes:
+    if inspect.ismodule(item):
+        return Path(item.__file__).read_bytes()
+    try:
+        return inspect.getsource(item).encode()
+    except OSError:
+        # A task sent to a worker process may carry a copy of its function without source
+        # lines; the original is importable by name.
+        original = getattr(importlib.import_module(item.__module__), item.__name__)
+        return inspect.getsource(getattr(original, "fn", original)).encode()
+
+
+def source_hash(*items: Any) -> str:
+    """SHA-256 over the source of the given modules (whole files) or functions."""
     digest = hashlib.sha256()
-    for module in modules:
-        digest.update(inspect.getsource(module).encode())
+    for item in items:
+        digest.update(_source(item))
     return digest.hexdigest()
 
 

@@ -98,6 +98,7 @@ def render_report(table_paths: dict[str, str], figure_paths: dict[str, str], inp
         settings=settings,
         generated_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
     )
+    Path(report_dir).mkdir(parents=True, exist_ok=True)
     written = report.write_report(context, Path(report_dir))
     create_markdown_artifact(key="study-report", markdown=written["markdown"].read_text(),
                              description="The MNIST study, regenerated from this run")

@@ -1,0 +1,42 @@
+# Two commands do all the set-up: `make study` and `make test` (each creates .venv on first use).
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+# Offline copy of MNIST beside the repository (as in CI); otherwise the public mirrors are used.
+MNIST_MIRROR ?= $(if $(wildcard ../shared/datasets/mnist/train-images-idx3-ubyte.gz),$(abspath ../shared/datasets/mnist),)
+ifneq ($(MNIST_MIRROR),)
+export MNIST_MIRROR
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: study quick test test-all benchmark install clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+study: $(STAMP)  ## the whole study (profile full); pass options with ARGS="--profile quick ..."
+	$(PYTHON) flows/full_study.py $(ARGS)
+
+quick: $(STAMP)  ## every stage on a slice, in about 3 minutes
+	$(PYTHON) flows/full_study.py --profile quick --artifacts-dir artifacts/quick $(ARGS)
+
+test: $(STAMP)  ## the test suite (slow full-size runs excluded)
+	$(PYTHON) -m pytest $(ARGS)
+
+test-all: $(STAMP)
+	$(PYTHON) -m pytest -m '' $(ARGS)
+
+benchmark: $(STAMP)
+	$(PYTHON) benchmarks/load_parquet.py
+	$(PYTHON) benchmarks/training_speed.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,220 @@
+"""Flow tests for flows/prepare_data.py: real MNIST from the local folder, caching, failures, CLI.
+
+The in-process runs share the session's Prefect test harness. The CLI runs are subprocesses with
+their own PREFECT_HOME: the bad-input ones fail before Prefect starts; the successful one talks to
+the harness's server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_API_URL
+
+from flows.prepare_data import prepare_data
+from mnist_models.download import MirrorsExhaustedError
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CORRUPTED = "t10k-labels-idx1-ubyte.gz"
+# Task runs of one prepare_data run: 4 verify_idx, 4 download_idx, 2 normalize_split, facts, figure.
+TASK_RUNS_PER_FLOW_RUN = 12
+
+
+def _task_run_states(flow_run_id, timeout: float = 20.0) -> dict[str, list[str]]:
+    """State names of a flow run's task runs, by task name, once every task run is final."""
+    flow_run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            task_runs = client.read_task_runs(flow_run_filter=flow_run_filter)
+            settled = len(task_runs) >= TASK_RUNS_PER_FLOW_RUN and all(
+                run.state is not None and run.state.is_final() for run in task_runs
+            )
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    states: dict[str, list[str]] = {}
+    for run in task_runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name if run.state else "none")
+    return {name: sorted(names) for name, names in states.items()}
+
+
+def _run(artifacts: Path, mirror: Path) -> dict[str, list[str]]:
+    state = prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mirror)], return_state=True)
+    assert state.is_completed(), state.message
+    return _task_run_states(state.state_details.flow_run_id)
+
+
+@pytest.fixture(scope="module")
+def prepared(prefect_harness, mnist_dir, tmp_path_factory):
+    """One first run of the flow into a fresh artifacts directory: (artifacts, result, task-run states)."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    state = prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mnist_dir)], return_state=True)
+    assert state.is_completed(), state.message
+    return artifacts, state.result(), _task_run_states(state.state_details.flow_run_id)
+
+
+# --------------------------------------------------------------------------- in-process runs
+
+
+def test_first_run_writes_every_output(prepared, mnist_dir):
+    artifacts, result, states = prepared
+    data_dir = artifacts / "data" / "mnist"
+
+    assert result["train"] == str(data_dir / "train.parquet")
+    assert result["test"] == str(data_dir / "test.parquet")
+    assert pq.read_metadata(data_dir / "train.parquet").num_rows == 60000
+    assert pq.read_metadata(data_dir / "test.parquet").num_rows == 10000
+    assert sorted(path.name for path in (data_dir / "raw").iterdir()) == sorted(
+        path.name for path in mnist_dir.glob("*.gz"))
+    for suffix in ("parquet", "csv", "md"):
+        assert (artifacts / "tables" / f"dataset_facts.{suffix}").stat().st_size > 0
+    assert "images,60000,10000,70000" in (artifacts / "tables" / "dataset_facts.csv").read_text().splitlines()
+    figure = artifacts / "figures" / "first_25_images.png"
+    assert result["first_25_images"] == str(figure)
+    assert figure.read_bytes()[:8] == PNG_SIGNATURE
+    assert states == {
+        "verify_idx": ["Completed"] * 4, "download_idx": ["Completed"] * 4, "normalize_split": ["Completed"] * 2,
+        "write_dataset_facts": ["Completed"], "render_first_images": ["Completed"],
+    }
+
+
+def test_second_run_is_cached_and_rewrites_nothing(prepared, mnist_dir):
+    artifacts, first_result, _ = prepared
+    outputs = [artifacts / "data" / "mnist" / "train.parquet", artifacts / "data" / "mnist" / "test.parquet",
+               artifacts / "tables" / "dataset_facts.parquet", artifacts / "figures" / "first_25_images.png"]
+    before = {path: path.stat().st_mtime_ns for path in outputs}
+
+    states = _run(artifacts, mnist_dir)
+
+    assert states["download_idx"] == ["Cached"] * 4
+    assert states["normalize_split"] == ["Cached"] * 2
+    assert states["write_dataset_facts"] == ["Cached"]
+    assert states["render_first_images"] == ["Cached"]
+    assert {path: path.stat().st_mtime_ns for path in outputs} == before
+
+
+def test_deleted_parquet_reruns_only_its_normalization(prepared, mnist_dir):
+    artifacts, _, _ = prepared
+    train, test = artifacts / "data" / "mnist" / "train.parquet", artifacts / "data" / "mnist" / "test.parquet"
+    test_mtime = test.stat().st_mtime_ns
+    train.unlink()
+
+    states = _run(artifacts, mnist_dir)
+
+    assert states["normalize_split"] == ["Cached", "Completed"]
+    assert states["download_idx"] == ["Cached"] * 4
+    assert states["write_dataset_facts"] == ["Cached"]
+    assert states["render_first_images"] == ["Cached"]
+    assert pq.read_metadata(train).num_rows == 60000
+    assert test.stat().st_mtime_ns == test_mtime
+
+
+def test_corrupted_mirror_file_fails_with_checksum_message_and_no_parquet(prefect_harness, mnist_dir, tmp_path):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(mnist_dir, mirror)
+    (mirror / CORRUPTED).chmod(0o644)
+    content = bytearray(gzip.decompress((mirror / CORRUPTED).read_bytes()))
+    content[-1] = (content[-1] + 1) % 10  # a different last label, still a valid gzip and IDX file
+    (mirror / CORRUPTED).write_bytes(gzip.compress(bytes(content)))
+    artifacts = tmp_path / "artifacts"
+
+    with pytest.raises(MirrorsExhaustedError, match=f"checksum mismatch for {CORRUPTED} from .*/mirror/{CORRUPTED}"):
+        prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mirror)])
+
+    assert list(artifacts.rglob("*.parquet")) == []
+    assert not (artifacts / "data" / "mnist" / "raw" / CORRUPTED).exists()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _cli_environment(tmp_path: Path, **environment: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MNIST_MIRROR", "PREFECT_API_URL", "PREFECT_PROFILE")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false", **environment)
+    return env
+
+
+def _cli_command(arguments: list[str]) -> list[str]:
+    return [sys.executable, str(REPOSITORY / "flows" / "prepare_data.py"), *arguments]
+
+
+# Bad input, each caught before Prefect starts: (arguments, environment, expected error line).
+BAD_INPUTS = {
+    "unknown-dataset": (["--dataset", "kmnist"], {},
+                        r"unknown dataset 'kmnist'; expected one of: fashion-mnist, mnist"),
+    "ftp-mirror": (["--mirror", "ftp://x/"], {}, r"mirror 'ftp://x/' has unsupported scheme 'ftp'"),
+    "ftp-from-MNIST_MIRROR": ([], {"MNIST_MIRROR": "ftp://from-the-environment/"},
+                              r"mirror 'ftp://from-the-environment/' has unsupported scheme 'ftp'"),
+    "unwritable-artifacts": (["--artifacts-dir", "{blocked}"], {},
+                             r"artifacts directory '.*/a-file/artifacts' cannot be written"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Run every BAD_INPUTS case of the CLI at once (each process spends seconds importing)."""
+    processes = {}
+    for case, (arguments, environment, _) in BAD_INPUTS.items():
+        directory = tmp_path_factory.mktemp(case)
+        blocker = directory / "a-file"
+        blocker.write_text("a regular file, so nothing can be created under it\n")
+        arguments = [argument.format(blocked=blocker / "artifacts") for argument in arguments]
+        if "--artifacts-dir" not in arguments:
+            arguments += ["--artifacts-dir", str(directory / "artifacts")]
+        process = subprocess.Popen(
+            _cli_command(arguments), cwd=REPOSITORY, env=_cli_environment(directory, **environment),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        processes[case] = (process, arguments, directory)
+    runs = {}
+    for case, (process, arguments, directory) in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        runs[case] = (subprocess.CompletedProcess(arguments, process.returncode, stdout, stderr), directory)
+    return runs
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_cli_rejects_bad_input_with_one_error_line(bad_input_runs, case):
+    completed, directory = bad_input_runs[case]
+
+    assert completed.returncode == 1, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert lines[0].startswith("error: ")
+    assert re.search(BAD_INPUTS[case][2], lines[0]), lines[0]
+    assert "Traceback" not in completed.stderr + completed.stdout
+    assert not (directory / "artifacts" / "data").exists()
+
+
+def test_cli_honours_mnist_mirror(prefect_harness, tmp_path, mnist_dir):
+    artifacts = tmp_path / "artifacts"
+    # The harness's server stands in for the temporary one the CLI would start (seconds saved).
+    environment = _cli_environment(tmp_path, MNIST_MIRROR=str(mnist_dir), PREFECT_API_URL=PREFECT_API_URL.value())
+
+    completed = subprocess.run(
+        _cli_command(["--artifacts-dir", str(artifacts)]), cwd=REPOSITORY, env=environment,
+        capture_output=True, text=True, timeout=300,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    train = artifacts / "data" / "mnist" / "train.parquet"
+    assert f"Parquet: {train}," in completed.stdout
+    assert pq.read_metadata(train).num_rows == 60000
+    assert (artifacts / "figures" / "first_25_images.png").exists()
+    # Every file came from the local copy, not from the public mirrors.
+    logs = completed.stdout + completed.stderr
+    assert logs.count(f"verified from {mnist_dir.resolve().as_uri()}/") == 4
