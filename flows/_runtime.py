@@ -62,7 +62,15 @@ def prefect_api() -> Iterator[None]:
     server.start(timeout=120)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield
+            try:
+                yield
+            finally:
+                # Deliver the queued logs and events while the server is still there to take them.
+                from prefect.events.worker import EventsWorker
+                from prefect.logging.handlers import APILogWorker
+
+                APILogWorker.drain_all(timeout=10)
+                EventsWorker.drain_all(timeout=10)
     finally:
         server.stop()
 
