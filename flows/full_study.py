@@ -64,9 +64,11 @@ def task_runner_for(config: StudyConfig, runs_to_train: int):
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=config.dask_address)
-    if runs_to_train == 0:
-        return ThreadPoolTaskRunner(max_workers=4)  # everything is cached: no processes to start
-    return ProcessPoolTaskRunner(max_workers=min(config.resolved_workers, runs_to_train))
+    workers = min(config.resolved_workers, runs_to_train)
+    if workers <= 1:
+        # Nothing to train, or one run at a time: no worker processes to start.
+        return ThreadPoolTaskRunner(max_workers=max(1, workers))
+    return ProcessPoolTaskRunner(max_workers=workers)
 
 
 def threads_per_worker(config: StudyConfig, runs_to_train: int) -> int | None:

@@ -37,3 +37,20 @@ def mnist_mirror(mnist_dir, monkeypatch) -> Path:
     """Point MNIST_MIRROR at the local copy, as CI and offline runs do."""
     monkeypatch.setenv("MNIST_MIRROR", str(mnist_dir))
     return mnist_dir
+
+
+@pytest.fixture(scope="session")
+def small_splits(mnist_dir, tmp_path_factory) -> dict[str, Path]:
+    """Parquet splits of real MNIST, cut small: 2,000 training and 1,000 test images."""
+    from mnist_models.data import write_split_parquet
+    from mnist_models.idx import gunzip, parse_idx
+
+    def read(name: str):
+        return parse_idx(gunzip((mnist_dir / name).read_bytes()))
+
+    directory = tmp_path_factory.mktemp("small-splits")
+    train = write_split_parquet(read("train-images-idx3-ubyte.gz")[:2000], read("train-labels-idx1-ubyte.gz")[:2000],
+                                directory / "train.parquet")
+    test = write_split_parquet(read("t10k-images-idx3-ubyte.gz")[:1000], read("t10k-labels-idx1-ubyte.gz")[:1000],
+                               directory / "test.parquet")
+    return {"train": train, "test": test}

@@ -1,0 +1,130 @@
+"""What the benchmark scripts share: paths, the subprocess environment, the data stage, machine facts.
+
+Imported by the scripts in this folder as `import _common` (a script's own folder is on sys.path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+DEFAULT_MIRROR = (REPO_ROOT / ".." / "shared" / "datasets" / "mnist").resolve()
+
+
+def mirror() -> str:
+    """MNIST_MIRROR if set, else the offline copy beside the repository (../shared/datasets/mnist)."""
+    return os.environ.get("MNIST_MIRROR", "").strip() or str(DEFAULT_MIRROR)
+
+
+def subprocess_environment(prefect_home: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The environment every benchmarked subprocess gets: local mirror, quiet TF, no Prefect telemetry."""
+    environment = dict(os.environ)
+    environment.update(
+        MNIST_MIRROR=mirror(),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    if prefect_home is not None:
+        environment["PREFECT_HOME"] = str(prefect_home)
+        environment.pop("PREFECT_API_URL", None)  # every flow starts its own temporary server
+    return environment
+
+
+def ensure_parquet(artifacts_dir: Path, environment: dict[str, str]) -> Path:
+    """Path of the MNIST training Parquet under artifacts_dir, running the data stage first if it is missing."""
+    train_path = artifacts_dir / "data" / "mnist" / "train.parquet"
+    if train_path.exists():
+        return train_path
+    print(f"{train_path} does not exist; running the data stage (flows/prepare_data.py) first ...", flush=True)
+    command = [sys.executable, str(REPO_ROOT / "flows" / "prepare_data.py"), "--artifacts-dir", str(artifacts_dir)]
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True)
+    if completed.returncode != 0 or not train_path.exists():
+        raise SystemExit(
+            f"the data stage failed (exit status {completed.returncode}); MNIST_MIRROR={environment['MNIST_MIRROR']}\n"
+            f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+        )
+    return train_path
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (other work on the machine shows up here)."""
+    try:
+        return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_facts() -> dict:
+    """Cores, CPU, memory, versions and date: enough to tell whether two results are comparable."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("tensorflow-cpu", "tensorflow", "keras", "prefect", "numpy", "pyarrow"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    memory_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "versions": versions,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "load_average_at_start": load_average(),
+    }
+
+
+def summarize(seconds: list[float]) -> dict:
+    """Best, median and every timing of a repeated measurement."""
+    return {"best_s": min(seconds), "median_s": statistics.median(seconds), "all_s": seconds}
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write payload as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A small Markdown table (also readable printed to a terminal)."""
+    cells = [[str(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
+def timed(function, *arguments):
+    """(seconds, result) of one call, measured with perf_counter."""
+    started = time.perf_counter()
+    result = function(*arguments)
+    return time.perf_counter() - started, result
