@@ -214,7 +214,8 @@ def pipeline_stages(record: dict) -> dict:
             states.setdefault(task, {})
             states[task][state] = states[task].get(state, 0) + 1
     stages["task states"] = states
-    return stages
+    first = [name for name in stages if name.startswith(("process start", "temporary server"))]
+    return {name: stages[name] for name in [*first, *(name for name in stages if name not in first)]}
 
 
 def fully_cached(stages: dict) -> bool:
@@ -356,6 +357,8 @@ def _markdown(payload: dict, ratio_table: str, timing_table: str, stage_table: s
               all_cached: bool) -> str:
     machine, settings = payload["machine"], payload["settings"]
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
+    gradient = (f"resnet_plain and resnet, {settings['gradient_epochs']} epochs at LR 0.001"
+                if settings["gradient_epochs"] else "off")
     busiest = max(payload["measurements"], key=lambda record: record["other_processes_cpu_s"])
     commands = "\n".join(f"    {name}: {subprocess.list2cmdline(command)}" for name, command in payload["commands"].items())
     return f"""# Training-speed benchmark
@@ -364,9 +367,9 @@ Date {machine['date']}; machine: {machine['nproc']} cores (nproc), {machine['cpu
 {machine['memory_gib']} GiB; Python {machine['python']}; {versions}.
 
 Settings: models {','.join(settings['models'])}; learning rates {','.join(f'{rate:g}' for rate in settings['learning_rates'])};
-{settings['epochs']} epoch(s) per sweep run; gradient pair {settings['gradient_epochs'] or 'off'}
-{'epochs' if settings['gradient_epochs'] else ''}; training images {settings['train_subset'] or 'all 60,000'};
-batch 32, seed 42, validation on the 10,000 test images every epoch; {settings['repeats']} cached reruns and trivial flows.
+{settings['epochs']} epoch(s) per sweep run; gradient pair: {gradient}; training images: {settings['train_subset'] or 'all 60,000'};
+batch 32, seed 42, validation on the 10,000 test images after every epoch; {settings['repeats']} cached rerun(s) and
+trivial flow(s), alternating. Temporary folders (PREFECT_HOME, the pipeline's artifacts) are deleted afterwards.
 Every subprocess: MNIST_MIRROR, PREFECT_SERVER_ANALYTICS_ENABLED=false, TF_CPP_MIN_LOG_LEVEL=3, one fresh
 PREFECT_HOME shared by all runs (its database made by the first, separate trivial flow).
 

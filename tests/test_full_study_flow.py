@@ -188,3 +188,26 @@ def test_cli_rejects_bad_input_with_one_message(arguments, message, tmp_path):
     assert message in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_nightly_run_keeps_history_and_champions_and_gates_regressions(tmp_path):
+    import json
+
+    nightly = {**TINY, "models": ["dnn"], "nightly": True}
+    result = full_study(artifacts_dir=str(tmp_path), **nightly)
+    seed = int(time.strftime("%Y%m%d", time.gmtime()))
+    assert result["runs"][0]["seed"] == seed
+    history = pd.read_parquet(tmp_path / "tables" / "history.parquet")
+    assert history[["model", "seed"]].values.tolist() == [["dnn", seed]]
+    assert (tmp_path / "figures" / "history.png").exists()
+    champion = tmp_path / "models" / "champion"
+    assert json.loads((champion / "dnn.json").read_text())["run_id"] == result["runs"][0]["run_id"]
+
+    # A champion far better than tonight's model: the gate fails the run and keeps the champion.
+    record = json.loads((champion / "dnn.json").read_text())
+    (champion / "dnn.json").write_text(json.dumps({**record, "accuracy": 0.999, "run_id": "legendary"}))
+    state = full_study(artifacts_dir=str(tmp_path), **nightly, return_state=True)
+    assert state.is_failed()
+    assert "regression gate failed" in state.message and "dnn" in state.message and "0.9990" in state.message
+    assert json.loads((champion / "dnn.json").read_text())["run_id"] == "legendary"
+    assert len(pd.read_parquet(tmp_path / "tables" / "history.parquet")) == 2
