@@ -154,6 +154,8 @@ def full_study(
         result = _run_study(config, paths)
         if config.nightly and result["runs"]:
             _nightly(config, paths, result, today)
+    if result.get("error"):
+        return Failed(message=result["error"])
     if result["failures"]:
         return Failed(message=(
             f"{len(result['failures'])} of {result['planned']} runs failed (the others are saved and reported; "
@@ -176,8 +178,13 @@ def _nightly(config: StudyConfig, paths: dict[str, Path], result: dict, today) -
 def _run_study(config: StudyConfig, paths: dict[str, Path]) -> dict:
     """Data, training grid, tables, figures and report for one validated configuration."""
     logger = get_run_logger()
-    data = prepare_data(dataset=config.dataset, artifacts_dir=str(paths["root"]),
-                        mirrors=list(config.mirrors) if config.mirrors else None, refresh=config.refresh)
+    data_state = prepare_data(dataset=config.dataset, artifacts_dir=str(paths["root"]),
+                              mirrors=list(config.mirrors) if config.mirrors else None, refresh=config.refresh,
+                              return_state=True)
+    if not data_state.is_completed():
+        return {"artifacts_dir": str(paths["root"]), "runs": [], "failures": [], "planned": 0,
+                "error": f"data preparation failed: {data_state.message}"}
+    data = data_state.result()
     planned = plan_runs(config, data["content_hash"])
     pending = sum(config.refresh or read_manifest(paths["runs"] / spec.run_id) is None for _, spec in planned)
     logger.info(f"{len(planned)} runs planned, {pending} to train, {len(planned) - pending} already done")

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from prefect import flow
+from prefect.states import Failed
 
 from flows._runtime import StudyFailedError, prefect_api, quiet_defaults, resolve_mirrors, run_cli
 from mnist_models.config import artifacts_paths
@@ -54,6 +55,11 @@ def prepare_data(
         )
         for name, md5 in spec.md5.items()
     }
+    for future in downloads.values():
+        future.wait()
+    failures = [future.state.message for future in downloads.values() if not future.state.is_completed()]
+    if failures:
+        return Failed(message="\n".join(failures))
     records = {name: future.result() for name, future in downloads.items()}
     file_hashes = {name: record["sha256"] for name, record in records.items()}
     raw_paths = {name: record["path"] for name, record in records.items()}

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.states import Failed
 
 from mnist_models import data as data_lib
 from mnist_models import download as download_lib
@@ -38,7 +39,11 @@ def verify_idx(path: str, expected_md5: str) -> bool:
 def download_idx(filename: str, expected_md5: str, mirrors: list[str], raw_dir: str) -> dict:
     """Fetch one IDX file from the first mirror that serves a verified copy and store it in raw_dir."""
     logger = get_run_logger()
-    verified = download_lib.fetch_verified(filename, expected_md5, mirrors, log=logger.info)
+    try:
+        verified = download_lib.fetch_verified(filename, expected_md5, mirrors, log=logger.info)
+    except (download_lib.MirrorsExhaustedError, ValueError) as error:
+        # An expected outcome (bad mirror, bad file), not a bug: fail with the message alone.
+        return Failed(message=str(error))
     path = write_bytes(Path(raw_dir) / filename, verified.compressed)
     return {"path": str(path), "source": verified.source, "md5": verified.md5, "sha256": verified.sha256}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -83,7 +84,7 @@ def render_figures(evaluations: list[dict], table_paths: dict[str, str], figures
         save(f"f1_{model}", plots.plot_f1_per_class(per_class[per_class["run_id"] == run["run_id"]],
                                                      f"Per-class precision, recall, F1: {label}"))
         save(f"confusion_{model}", plots.plot_confusion_matrix(
-            evaluation_lib.np.asarray(run["confusion"]), f"Confusion matrix: {label}"))
+            np.asarray(run["confusion"]), f"Confusion matrix: {label}"))
     get_run_logger().info(f"wrote {len(figures)} figures to {figures_dir}")
     return figures
 

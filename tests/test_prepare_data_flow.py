@@ -23,7 +23,6 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL
 
 from flows.prepare_data import prepare_data
-from mnist_models.download import MirrorsExhaustedError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -131,8 +130,10 @@ def test_corrupted_mirror_file_fails_with_checksum_message_and_no_parquet(prefec
     (mirror / CORRUPTED).write_bytes(gzip.compress(bytes(content)))
     artifacts = tmp_path / "artifacts"
 
-    with pytest.raises(MirrorsExhaustedError, match=f"checksum mismatch for {CORRUPTED} from .*/mirror/{CORRUPTED}"):
-        prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mirror)])
+    state = prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mirror)], return_state=True)
+    assert state.is_failed()
+    assert re.search(f"checksum mismatch for {CORRUPTED} from .*/mirror/{CORRUPTED}", state.message)
+    assert "expected 27ae3e4e09519cfbb04c329615203637" in state.message
 
     assert list(artifacts.rglob("*.parquet")) == []
     assert not (artifacts / "data" / "mnist" / "raw" / CORRUPTED).exists()
@@ -218,3 +219,24 @@ def test_cli_honours_mnist_mirror(prefect_harness, tmp_path, mnist_dir):
     # Every file came from the local copy, not from the public mirrors.
     logs = completed.stdout + completed.stderr
     assert logs.count(f"verified from {mnist_dir.resolve().as_uri()}/") == 4
+
+
+def test_cli_refuses_a_corrupted_mirror_with_the_checksum_message(prefect_harness, tmp_path, mnist_dir):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(mnist_dir, mirror)
+    (mirror / CORRUPTED).chmod(0o644)
+    content = bytearray(gzip.decompress((mirror / CORRUPTED).read_bytes()))
+    content[-1] = (content[-1] + 1) % 10
+    (mirror / CORRUPTED).write_bytes(gzip.compress(bytes(content)))
+    artifacts = tmp_path / "artifacts"
+    environment = _cli_environment(tmp_path, MNIST_MIRROR=str(mirror), PREFECT_API_URL=PREFECT_API_URL.value())
+
+    completed = subprocess.run(_cli_command(["--artifacts-dir", str(artifacts)]), cwd=REPOSITORY, env=environment,
+                               capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 1
+    last_lines = completed.stderr.strip().splitlines()[-2:]
+    assert last_lines[0].startswith(f"error: could not get a verified {CORRUPTED} from any mirror")
+    assert "checksum mismatch" in last_lines[1] and "expected 27ae3e4e09519cfbb04c329615203637" in last_lines[1]
+    assert "Traceback" not in completed.stderr + completed.stdout
+    assert list(artifacts.rglob("*.parquet")) == []
