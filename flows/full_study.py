@@ -33,12 +33,19 @@ from mnist_models.download import normalize_mirror
 from mnist_models import nightly as nightly_lib
 from mnist_models.io import ensure_writable_directory
 from mnist_models.locking import artifacts_lock
-from mnist_models.tables import to_markdown
+from mnist_models.tables import TABLE_FORMATS, to_markdown
 from mnist_models.training import RunSpec, read_manifest
 from tasks.caching import cache_storage, with_cache
 from tasks.evaluation import evaluate_model
 from tasks.nightly import record_history, update_champions
-from tasks.reporting import file_hashes, render_figures, render_report, write_study_tables
+from tasks.reporting import (
+    STUDY_TABLES,
+    expected_figures,
+    file_hashes,
+    render_figures,
+    render_report,
+    write_study_tables,
+)
 from tasks.training import train_model
 
 
@@ -196,10 +203,11 @@ def _run_study(config: StudyConfig, paths: dict[str, Path]) -> dict:
     if evaluations:
         storage = cache_storage(paths["root"])
         model_names = sorted({run["model"] for run in evaluations}, key=list(config.models + config.gradient_models).index)
-        table_outputs = [paths["tables"] / f"{name}.parquet" for name in ("summary", "lr_sweep", "significance")]
+        table_outputs = [paths["tables"] / f"{name}.{fmt}" for name in STUDY_TABLES for fmt in TABLE_FORMATS]
         table_paths = with_cache(write_study_tables, storage, table_outputs, config.refresh)(
             evaluations, model_names, str(paths["tables"]))
-        figure_paths = with_cache(render_figures, storage, [paths["figures"] / "accuracy_curves.png"], config.refresh)(
+        figure_outputs = [paths["figures"] / f"{name}.png" for name in expected_figures(evaluations)]
+        figure_paths = with_cache(render_figures, storage, figure_outputs, config.refresh)(
             evaluations, table_paths, str(paths["figures"]))
         figure_paths = {"first_25_images": data["first_25_images"], **figure_paths}
         table_paths = {"dataset_facts": data["dataset_facts"], **table_paths}

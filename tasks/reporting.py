@@ -45,6 +45,15 @@ def write_study_tables(evaluations: list[dict], model_names: list[str], tables_d
     return paths
 
 
+def expected_figures(evaluations: list[dict]) -> list[str]:
+    """Names of the figures `render_figures` draws for these runs."""
+    names = ["kernel_histograms", "gradient_norms"] if any(run["role"] == "gradient" for run in evaluations) else []
+    models = evaluation_lib.representative_runs(evaluations)
+    if models:
+        names += ["accuracy_curves", "lr_sweep_heatmap"]
+    return names + [f"{kind}_{model}" for model in models for kind in ("roc", "f1", "confusion")]
+
+
 def _variant_label(model: str) -> str:
     return "without shortcut (resnet_plain)" if model == "resnet_plain" else f"with shortcut ({model})"
 

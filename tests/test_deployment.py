@@ -75,6 +75,7 @@ class PrefectServer:
 
     def __init__(self, home: Path, port: int):
         self.home = home
+        self.port = port
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.log = home / "server.log"
         # Only this server's settings: no PREFECT_* leaking in from the shell or a profile.
@@ -91,8 +92,8 @@ class PrefectServer:
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         self.process: subprocess.Popen | None = None
 
-    def start(self, port: int) -> None:
-        self.process = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    def start(self) -> None:
+        self.process = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                               self.server_env, self.log, cwd=self.home)
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
@@ -119,10 +120,9 @@ class PrefectServer:
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
     """A real Prefect server on a free port, SQLite in a temporary PREFECT_HOME; stopped at the end."""
-    port = _free_port()
-    server = PrefectServer(tmp_path_factory.mktemp("prefect-home"), port)
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-home"), _free_port())
     try:
-        server.start(port)
+        server.start()
         yield server
     finally:
         if server.process is not None:
@@ -148,7 +148,7 @@ def test_deploy_all_creates_the_three_deployments(deployed):
 
     for name, deployment in deployments.items():
         assert deployment.work_pool_name == POOL, name
-        assert deployment.entrypoint == "flows/full_study.py:full_study", name
+        assert deployment.entrypoint == "flows.full_study:full_study", name  # importable on Dask workers too
         # The pull step enters the repository root that `prefect deploy` ran from, resolved at deploy time.
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPOSITORY)}}
