@@ -333,8 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         ["measurement", "wall s", "own CPU s", "other processes' CPU s", "load avg before -> after", "note"],
         [[record["name"], f"{record['wall_s']:.1f}", f"{record['cpu_s']:.1f}", f"{record['other_processes_cpu_s']:.1f}",
           f"{record['load_average_before'][0]:.2f} -> {record['load_average_after'][0]:.2f}",
-          ("source edited meanwhile; " if record["source_changed_during_run"] else "")
-          + ("not fully cached: not counted" if record.get("fully_cached") is False else "")]
+          "; ".join(note for note, flagged in (("source edited meanwhile", record["source_changed_during_run"]),
+                                                ("recomputed tasks: not counted", record.get("fully_cached") is False))
+                    if flagged)]
          for record in [warm_up, plain, pipeline, *cached_runs, *trivial_runs]])
     ratio_table = _common.markdown_table(
         ["comparison", "pipeline s", "baseline s", "ratio", "target", "verdict"],

@@ -151,7 +151,8 @@ def full_study(
     if nightly and seed is None:
         seed = nightly_lib.nightly_seed(today)
     config = StudyConfig.for_profile(
-        profile, artifacts_dir=Path(artifacts_dir), models=models, learning_rates=learning_rates, epochs=epochs,
+        # Absolute, so that worker processes and Dask workers write where this run reads.
+        profile, artifacts_dir=Path(artifacts_dir).resolve(), models=models, learning_rates=learning_rates, epochs=epochs,
         seed=seed, workers=workers, refresh=refresh, dask_address=dask_address, dataset=dataset,
         mirrors=mirrors, train_subset=train_subset, gradient_models=gradient_models, nightly=nightly,
         regression_tolerance=regression_tolerance,
