@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -94,6 +95,26 @@ def configure_threads(threads: int | None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
         pass  # already initialised in this process: the first run's setting stays
+
+
+def _seed_initial_weights(model, seed: int) -> None:
+    """Re-draw every seeded initializer from `seed` alone.
+
+    Keras draws a default initializer seed from Python's global `random` module, which other
+    threads of a worker process (Prefect's, Dask's) may also draw from; re-initializing from a
+    private generator makes the starting weights depend on the run's seed and nothing else.
+    """
+    generator = random.Random(seed)
+    for layer in model.layers:
+        for initializer_name, variable_name in (("kernel_initializer", "kernel"), ("bias_initializer", "bias")):
+            initializer = getattr(layer, initializer_name, None)
+            variable = getattr(layer, variable_name, None)
+            if initializer is None or variable is None:
+                continue
+            config = initializer.get_config()
+            if "seed" in config:
+                config["seed"] = generator.randint(1, 10**9)
+            variable.assign(type(initializer).from_config(config)(variable.shape, variable.dtype))
 
 
 def _first_kernel_layer(model):
@@ -183,6 +204,7 @@ def train_run(
     probe_rows = np.random.default_rng(spec.seed).choice(len(train), min(GRADIENT_BATCH, len(train)), replace=False)
 
     model = build_model(spec.model)
+    _seed_initial_weights(model, spec.seed)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
