@@ -139,6 +139,7 @@ def full_study(
     mirrors: list[str] | None = None,
     train_subset: int | None = None,
     gradient_models: list[str] | None = None,
+    gradient_epochs: int | None = None,
     nightly: bool = False,
     regression_tolerance: float = 0.005,
 ) -> dict:
@@ -154,7 +155,8 @@ def full_study(
         # Absolute, so that worker processes and Dask workers write where this run reads.
         profile, artifacts_dir=Path(artifacts_dir).resolve(), models=models, learning_rates=learning_rates, epochs=epochs,
         seed=seed, workers=workers, refresh=refresh, dask_address=dask_address, dataset=dataset,
-        mirrors=mirrors, train_subset=train_subset, gradient_models=gradient_models, nightly=nightly,
+        mirrors=mirrors, train_subset=train_subset, gradient_models=gradient_models,
+        gradient_epochs=gradient_epochs, nightly=nightly,
         regression_tolerance=regression_tolerance,
     )
     paths = artifacts_paths(ensure_writable_directory(config.artifacts_dir))
@@ -248,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-subset", type=int, help="train on a stratified subset of this many images")
     parser.add_argument("--gradient-models", type=_csv(str),
                         help="models of the gradient experiment (default resnet_plain,resnet; '' for none)")
+    parser.add_argument("--gradient-epochs", type=int, help="epochs of the gradient experiment (default: the profile's)")
     parser.add_argument("--nightly", action="store_true",
                         help="nightly retraining: date seed, history, champions and the regression gate")
     parser.add_argument("--regression-tolerance", type=float, default=0.005,

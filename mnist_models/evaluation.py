@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from mnist_models import data as data_lib
-from mnist_models import metrics
 from mnist_models.io import atomic_path
 
 DIVERGED_BELOW = 0.2  # a run at chance level (about 0.1 on ten classes) has diverged
@@ -25,6 +24,8 @@ STUDY_TABLE_5_1 = {
 def evaluate_run(run_dir: str | os.PathLike[str], test_path: str | os.PathLike[str], seed: int = 0) -> dict:
     """Score a run's saved model on the test split, keep its predictions, return every metric."""
     import keras
+
+    from mnist_models import metrics
 
     run_dir = Path(run_dir)
     model_path = run_dir / "model.keras"
@@ -42,6 +43,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], test_path: str | os.PathLike[s
 
 def evaluation_record(labels: np.ndarray, probabilities: np.ndarray, seed: int = 0) -> dict:
     """All metrics of one run as a small, serializable record."""
+    from mnist_models import metrics
+
     evaluation = metrics.evaluate_predictions(labels, probabilities, seed=seed)
     macro = evaluation.averages.set_index("average").loc["macro"]
     return {
@@ -119,6 +122,8 @@ def confusion_table(runs: Sequence[dict]) -> pd.DataFrame:
 
 def significance_by_learning_rate(runs: Sequence[dict], learning_rate: float = 0.001) -> pd.DataFrame:
     """McNemar's test between each pair of models' sweep runs at one learning rate."""
+    from mnist_models import metrics
+
     chosen = [run for run in runs if run["role"] == "sweep" and np.isclose(run["learning_rate"], learning_rate)]
     table = metrics.significance_table({run["model"]: correct_vector(run["run_dir"]) for run in chosen})
     table.insert(0, "learning_rate", learning_rate)

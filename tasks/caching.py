@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -37,6 +38,11 @@ def _stable_json(value: Any) -> str:
 
 
 def _source(item: Any) -> bytes:
+    if isinstance(item, str):  # a module named, not imported: hash its file
+        spec = importlib.util.find_spec(item)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"cannot find the source of module {item!r}")
+        return Path(spec.origin).read_bytes()
     if inspect.ismodule(item):
         return Path(item.__file__).read_bytes()
     try:
@@ -49,7 +55,7 @@ def _source(item: Any) -> bytes:
 
 
 def source_hash(*items: Any) -> str:
-    """SHA-256 over the source of the given modules (whole files) or functions."""
+    """SHA-256 over the source of the given modules (objects or dotted names; whole files) or functions."""
     digest = hashlib.sha256()
     for item in items:
         digest.update(_source(item))
@@ -60,6 +66,9 @@ def code_cache_key(
     *library_modules: Any, ignore: Iterable[str] = ()
 ) -> Callable[[TaskRunContext, dict[str, Any]], str]:
     """Cache key function: task name and source + the library code it calls + every input.
+
+    Library modules may be given by dotted name, so that a task module need not import heavy
+    libraries (matplotlib, scikit-learn) until its task actually runs.
 
     `ignore` names inputs that do not change the result (e.g. a thread count).
     """

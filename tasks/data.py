@@ -11,7 +11,7 @@ from prefect.states import Failed
 from mnist_models import data as data_lib
 from mnist_models import download as download_lib
 from mnist_models import idx as idx_lib
-from mnist_models import plots, tables
+from mnist_models import tables
 from mnist_models.io import sha256_file, write_bytes
 from tasks.caching import code_cache_key
 
@@ -68,9 +68,11 @@ def write_dataset_facts(raw_paths: dict[str, str], content_hash: str, tables_dir
     return str(tables.write_table(facts, tables_dir, "dataset_facts")["parquet"])
 
 
-@task(cache_key_fn=code_cache_key(plots), persist_result=True)
+@task(cache_key_fn=code_cache_key("mnist_models.plots"), persist_result=True)
 def render_first_images(train_path: str, content_hash: str, figure_path: str) -> str:
     """Render the first 25 normalized training images with their labels (study figure 1.1)."""
+    from mnist_models import plots
+
     split = data_lib.load_split(train_path)
     figure = plots.plot_first_images(split.images[:25], split.labels[:25])
     return str(plots.save_figure(figure, figure_path))

@@ -7,13 +7,15 @@ from pathlib import Path
 import pandas as pd
 from prefect import get_run_logger, task
 
-from mnist_models import nightly, plots, tables
+from mnist_models import nightly, tables
 from mnist_models.evaluation import representative_runs
 
 
 @task
 def record_history(evaluations: list[dict], tables_dir: str, figures_dir: str, date: str, flow_run_id: str) -> str:
     """Append tonight's rows to tables/history and redraw figures/history.png."""
+    from mnist_models import plots
+
     path = Path(tables_dir) / "history.parquet"
     existing = pd.read_parquet(path) if path.exists() else None
     history = nightly.append_history(existing, nightly.history_rows(evaluations, pd.Timestamp(date).date(), flow_run_id))

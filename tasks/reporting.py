@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mnist_models import evaluation as evaluation_lib
-from mnist_models import metrics, plots, report, tables
+from mnist_models import tables
 from mnist_models.io import sha256_file
 from tasks.caching import code_cache_key
 
@@ -23,7 +23,7 @@ def _publish_table(name: str, table: pd.DataFrame) -> None:
     create_table_artifact(key=name.replace("_", "-"), table=records, description=f"Study table `{name}`")
 
 
-@task(cache_key_fn=code_cache_key(evaluation_lib, metrics, tables), persist_result=True)
+@task(cache_key_fn=code_cache_key(evaluation_lib, "mnist_models.metrics", tables), persist_result=True)
 def write_study_tables(evaluations: list[dict], model_names: list[str], tables_dir: str) -> dict[str, str]:
     """Build every metric table once, write each as Parquet/CSV/Markdown, publish each as an artifact."""
     summary = evaluation_lib.summary_table(evaluations)
@@ -58,9 +58,11 @@ def _variant_label(model: str) -> str:
     return "without shortcut (resnet_plain)" if model == "resnet_plain" else f"with shortcut ({model})"
 
 
-@task(cache_key_fn=code_cache_key(plots, evaluation_lib), persist_result=True)
+@task(cache_key_fn=code_cache_key("mnist_models.plots", evaluation_lib), persist_result=True)
 def render_figures(evaluations: list[dict], table_paths: dict[str, str], figures_dir: str) -> dict[str, str]:
     """Render the study's figures from the tables and run folders; one PNG each."""
+    from mnist_models import metrics, plots
+
     figures_dir = Path(figures_dir)
     summary = pd.read_parquet(table_paths["summary"])
     per_class = pd.read_parquet(table_paths["per_class_metrics"])
@@ -98,10 +100,12 @@ def render_figures(evaluations: list[dict], table_paths: dict[str, str], figures
     return figures
 
 
-@task(cache_key_fn=code_cache_key(report), persist_result=True)
+@task(cache_key_fn=code_cache_key("mnist_models.report"), persist_result=True)
 def render_report(table_paths: dict[str, str], figure_paths: dict[str, str], input_hashes: dict[str, str],
                   settings: dict, report_dir: str) -> dict[str, str]:
     """Write report.md and a self-contained report.html, and publish the report as a Prefect artifact."""
+    from mnist_models import report
+
     context = report.ReportContext(
         tables={name: pd.read_parquet(path) for name, path in table_paths.items()},
         figures={name: Path(path) for name, path in figure_paths.items()},
