@@ -18,9 +18,7 @@ Run:   python benchmarks/training_speed.py [--models dnn,convnet,resnet] [--lear
 Time:  the defaults are the full study (3 models x 4 learning rates x 10 epochs, the 20-epoch gradient
        pair, all 60,000 images), run twice (plain script, then the flow): well over an hour on 2 cores
        (NOTES.md: the 12-run grid alone took 36 min one run after the other).
-Settings: --gradient-epochs 0 drops the gradient pair (flow: --gradient-models ''). The flow's CLI has
-       no --gradient-epochs option, so other values must be a profile's: 20 (full) or 2 (quick; then
-       --train-subset is always passed, 60000 when not given, which selects every image).
+Settings: --gradient-epochs 0 drops the gradient pair (flow: --gradient-models '').
 Environment of every subprocess: MNIST_MIRROR (default ../shared/datasets/mnist),
        PREFECT_SERVER_ANALYTICS_ENABLED=false, TF_CPP_MIN_LOG_LEVEL=3, and one fresh PREFECT_HOME in a
        temporary folder shared by every run of the benchmark. A first, untimed-for-the-ratio trivial
@@ -45,10 +43,11 @@ from pathlib import Path
 
 import _common
 
+from flows.full_study import comma_separated
+
 TRAINING_TARGET = 0.7  # pipeline wall / plain-script wall
 CACHED_TARGET = 1.5  # cached rerun / trivial flow
 SOURCE_FOLDERS = ("mnist_models", "tasks", "flows")
-PROFILE_GRADIENT_EPOCHS = {20: "full", 2: "quick"}  # the flow's profiles fix the gradient pair's epochs
 LOG_LINE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) \| (\w+)\s*\| (.*)$")
 FLOW_BEGIN = re.compile(r"Flow run '([^']+)' - Beginning (?:sub)?flow run '[^']+' for flow '([^']+)'")
 FLOW_END = re.compile(r"Flow run '([^']+)' - Finished in state (\w+)")
@@ -56,20 +55,11 @@ TRAIN_TASK = re.compile(r"Task run 'train [^']*' - ")
 TASK_END = re.compile(r"Task run '([^']+)' - Finished in state (\w+)")
 
 
-def _csv(kind):
-    def parse(text: str):
-        try:
-            return [kind(item.strip()) for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}")
-    return parse
-
-
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--models", type=_csv(str), default=["dnn", "convnet", "resnet"])
-    parser.add_argument("--learning-rates", type=_csv(float), default=[0.1, 0.01, 0.001, 0.0001])
+    parser.add_argument("--models", type=comma_separated(str), default=["dnn", "convnet", "resnet"])
+    parser.add_argument("--learning-rates", type=comma_separated(float), default=[0.1, 0.01, 0.001, 0.0001])
     parser.add_argument("--epochs", type=int, default=10, help="epochs per sweep run (default 10)")
     parser.add_argument("--gradient-epochs", type=int, default=20,
                         help="epochs of the resnet_plain/resnet gradient pair: 20 (default), 2, or 0 = none")
@@ -80,9 +70,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=_common.RESULTS_DIR)
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary PREFECT_HOME and artifacts")
     options = parser.parse_args(argv)
-    if options.gradient_epochs and options.gradient_epochs not in PROFILE_GRADIENT_EPOCHS:
-        parser.error(f"--gradient-epochs {options.gradient_epochs}: flows/full_study.py has no --gradient-epochs "
-                     "option, so only 0 (no pair), 20 (profile full) or 2 (profile quick) can be compared")
     if options.epochs < 1 or options.repeats < 1 or (options.train_subset is not None and options.train_subset < 1):
         parser.error("--epochs, --repeats and --train-subset must be at least 1")
     return options
@@ -95,13 +82,10 @@ def flow_command(options: argparse.Namespace, artifacts_dir: Path, refresh: bool
                "--learning-rates", ",".join(f"{rate:g}" for rate in options.learning_rates),
                "--epochs", str(options.epochs)]
     if options.gradient_epochs:
-        profile = PROFILE_GRADIENT_EPOCHS[options.gradient_epochs]
-        command += ["--profile", profile, "--gradient-models", "resnet_plain,resnet"]
-        if profile == "quick":  # its own default subset is 2,000 images; 60,000 keeps every image
-            command += ["--train-subset", str(options.train_subset or 60000)]
+        command += ["--gradient-models", "resnet_plain,resnet", "--gradient-epochs", str(options.gradient_epochs)]
     else:
         command += ["--gradient-models", ""]
-    if options.train_subset and "--train-subset" not in command:
+    if options.train_subset:
         command += ["--train-subset", str(options.train_subset)]
     return command + (["--refresh"] if refresh else [])
 
@@ -112,8 +96,7 @@ def plain_command(options: argparse.Namespace, data_dir: Path) -> list[str]:
                "--models", ",".join(options.models),
                "--learning-rates", ",".join(f"{rate:g}" for rate in options.learning_rates),
                "--epochs", str(options.epochs), "--gradient-epochs", str(options.gradient_epochs)]
-    subset = options.train_subset or (60000 if PROFILE_GRADIENT_EPOCHS.get(options.gradient_epochs) == "quick" else None)
-    return command + (["--train-subset", str(subset)] if subset else [])
+    return command + (["--train-subset", str(options.train_subset)] if options.train_subset else [])
 
 
 def _busy_cpu_seconds() -> float:

@@ -221,7 +221,9 @@ def _run_study(config: StudyConfig, paths: dict[str, Path]) -> dict:
     return result
 
 
-def _csv(kind):
+def comma_separated(kind):
+    """argparse type: a comma-separated list of `kind` values ('' gives an empty list)."""
+
     def parse(text: str):
         try:
             return [kind(item.strip()) for item in text.split(",") if item.strip()]
@@ -237,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", default="full", choices=["full", "quick"],
                         help="full = the study (default); quick = every stage on a 2,000-image slice")
     parser.add_argument("--artifacts-dir", default="artifacts", help="root of every output (default: artifacts)")
-    parser.add_argument("--models", type=_csv(str), help="comma-separated: dnn,convnet,resnet (default: the profile's)")
-    parser.add_argument("--learning-rates", type=_csv(float), help="comma-separated, e.g. 0.01,0.001")
+    parser.add_argument("--models", type=comma_separated(str), help="comma-separated: dnn,convnet,resnet (default: the profile's)")
+    parser.add_argument("--learning-rates", type=comma_separated(float), help="comma-separated, e.g. 0.01,0.001")
     parser.add_argument("--epochs", type=int, help="epochs per sweep run (default: the profile's)")
     parser.add_argument("--seed", type=int, help="random seed of every run (default 42)")
     parser.add_argument("--workers", type=int, help="parallel training processes (default: one per core)")
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mirror", action="append", dest="mirrors", metavar="URL_OR_DIR",
                         help="where to download the IDX files from (default: $MNIST_MIRROR, else public mirrors)")
     parser.add_argument("--train-subset", type=int, help="train on a stratified subset of this many images")
-    parser.add_argument("--gradient-models", type=_csv(str),
+    parser.add_argument("--gradient-models", type=comma_separated(str),
                         help="models of the gradient experiment (default resnet_plain,resnet; '' for none)")
     parser.add_argument("--gradient-epochs", type=int, help="epochs of the gradient experiment (default: the profile's)")
     parser.add_argument("--nightly", action="store_true",
