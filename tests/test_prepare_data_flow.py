@@ -240,3 +240,15 @@ def test_cli_refuses_a_corrupted_mirror_with_the_checksum_message(prefect_harnes
     assert "checksum mismatch" in last_lines[1] and "expected 27ae3e4e09519cfbb04c329615203637" in last_lines[1]
     assert "Traceback" not in completed.stderr + completed.stdout
     assert list(artifacts.rglob("*.parquet")) == []
+
+
+def test_fashion_mnist_goes_through_the_same_stage_with_its_own_checksums(prefect_harness, tmp_path, mnist_dir):
+    fashion_dir = mnist_dir.parent / "fashion-mnist"
+    result = prepare_data(dataset="fashion-mnist", artifacts_dir=str(tmp_path), mirrors=[str(fashion_dir)])
+    train = pq.read_table(result["train"])
+    assert train.num_rows == 60000 and Path(result["train"]).parent == tmp_path / "data" / "fashion-mnist"
+    assert sorted(set(train.column("label").to_pylist())) == list(range(10))
+    # The same files offered as MNIST fail MNIST's checksums.
+    state = prepare_data(dataset="mnist", artifacts_dir=str(tmp_path / "wrong"), mirrors=[str(fashion_dir)],
+                         return_state=True)
+    assert state.is_failed() and "checksum mismatch" in state.message
