@@ -129,7 +129,8 @@ def train_grid(config: StudyConfig, planned: list[tuple[str, RunSpec]], data: di
             results.append(future.result())
         except Exception as error:  # noqa: BLE001
             failures.append(f"{spec.run_id} (evaluation): {type(error).__name__}: {error}")
-    results.sort(key=lambda run: (run["role"] != "sweep", run["model"], -run["learning_rate"]))
+    order = list(dict.fromkeys([*config.models, *config.gradient_models]))  # the study's order: dnn, convnet, resnet
+    results.sort(key=lambda run: (run["role"] != "sweep", order.index(run["model"]), -run["learning_rate"]))
     return results, failures
 
 
