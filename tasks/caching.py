@@ -32,7 +32,9 @@ def _stable_json(value: Any) -> str:
             return {name: getattr(item, name) for name in item.__dataclass_fields__}
         if isinstance(item, os.PathLike):
             return os.fspath(item)
-        return repr(item)
+        # repr() could hold a memory address and silently defeat the cache: refuse instead.
+        raise TypeError(f"cannot build a stable cache key from a {type(item).__name__}; "
+                        "pass plain values, paths, dataclasses or pydantic models")
 
     return json.dumps(value, sort_keys=True, default=default)
 
