@@ -96,13 +96,13 @@ def threads_per_worker(config: StudyConfig, runs_to_train: int) -> int | None:
 
 
 @flow(name="train-grid")
-def train_grid(config: StudyConfig, planned: list[tuple[str, RunSpec]], data: dict) -> tuple[list[dict], list[str]]:
+def train_grid(
+    config: StudyConfig, planned: list[tuple[str, RunSpec]], needs_training: dict[str, bool], data: dict
+) -> tuple[list[dict], list[str]]:
     """Train and evaluate every planned run in parallel; a failed run is reported, not fatal to the others."""
     logger = get_run_logger()
     paths = artifacts_paths(config.artifacts_dir)
     storage = cache_storage(config.artifacts_dir)
-    needs_training = {spec.run_id: config.refresh or read_manifest(paths["runs"] / spec.run_id) is None
-                      for _, spec in planned}
     threads = threads_per_worker(config, sum(needs_training.values()))
     roles = {spec.run_id: role for role, spec in planned}
     training = {
@@ -206,10 +206,13 @@ def _run_study(config: StudyConfig, paths: dict[str, Path]) -> dict:
                 "error": f"data preparation failed: {data_state.message}"}
     data = data_state.result()
     planned = plan_runs(config, data["content_hash"])
-    pending = sum(config.refresh or read_manifest(paths["runs"] / spec.run_id) is None for _, spec in planned)
+    # A run folder without a complete manifest is never trusted: its run trains again.
+    needs_training = {spec.run_id: config.refresh or read_manifest(paths["runs"] / spec.run_id) is None
+                      for _, spec in planned}
+    pending = sum(needs_training.values())
     logger.info(f"{len(planned)} runs planned, {pending} to train, {len(planned) - pending} already done")
     runner = task_runner_for(config, pending)
-    evaluations, failures = train_grid.with_options(task_runner=runner)(config, planned, data)
+    evaluations, failures = train_grid.with_options(task_runner=runner)(config, planned, needs_training, data)
 
     result: dict = {"artifacts_dir": str(paths["root"]), "runs": evaluations, "failures": failures,
                     "planned": len(planned)}

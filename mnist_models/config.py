@@ -79,18 +79,14 @@ class StudyConfig(BaseModel):
     def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             check_model_name(name)
-        if len(set(value)) != len(value):
-            raise ValueError(f"models are listed twice in {list(value)}; expected each once")
-        return value
+        return _each_once(value, "models")
 
     @field_validator("learning_rates")
     @classmethod
     def _positive_learning_rates(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         for rate in value:
             _check_learning_rate(rate)
-        if len(set(value)) != len(value):
-            raise ValueError(f"learning rates are listed twice in {list(value)}; expected each once")
-        return value
+        return _each_once(value, "learning rates")
 
     @field_validator("gradient_learning_rate")
     @classmethod
@@ -136,6 +132,12 @@ class StudyConfig(BaseModel):
     def resolved_mirrors(self) -> tuple[str, ...]:
         """The mirrors to try, in order: the option, else the dataset's defaults."""
         return self.mirrors or get_dataset(self.dataset).mirrors
+
+
+def _each_once(values: tuple, what: str) -> tuple:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} are listed twice in {list(values)}; expected each once")
+    return values
 
 
 def _check_learning_rate(rate: float) -> float:

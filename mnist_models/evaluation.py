@@ -168,14 +168,11 @@ def model_summary_table(model_names: Sequence[str]) -> pd.DataFrame:
 
 def representative_runs(runs: Sequence[dict], learning_rate: float = 0.001) -> dict[str, dict]:
     """Per model, the sweep run shown in per-model figures: the one at `learning_rate`, else its best."""
-    chosen: dict[str, dict] = {}
+    candidates: dict[str, list[dict]] = {}
     for run in runs:
-        if run["role"] != "sweep":
-            continue
-        current = chosen.get(run["model"])
-        at_rate = np.isclose(run["learning_rate"], learning_rate)
-        if current is None or (at_rate and not np.isclose(current["learning_rate"], learning_rate)) or (
-            not np.isclose(current["learning_rate"], learning_rate) and run["accuracy"] > current["accuracy"]
-        ):
-            chosen[run["model"]] = run
-    return chosen
+        if run["role"] == "sweep":
+            candidates.setdefault(run["model"], []).append(run)
+    return {
+        model: max(model_runs, key=lambda run: (bool(np.isclose(run["learning_rate"], learning_rate)), run["accuracy"]))
+        for model, model_runs in candidates.items()
+    }
