@@ -13,8 +13,8 @@ from mnist_models import plots
 from mnist_models.report import ReportContext, write_report
 
 # tests/ has no __init__.py, so pytest puts it on sys.path: its helpers import by module name.
-from browser import CHROMIUM, open_in_chromium
-from test_report import FIGURE_NAMES, MODELS, SETTINGS, synthetic_tables
+from tests.browser import CHROMIUM, open_in_chromium
+from tests.mnist_models.test_report import FIGURE_NAMES, MODELS, SETTINGS, synthetic_tables
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (CI installs Debian's chromium package)"

@@ -24,7 +24,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.prepare_data import prepare_data
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CORRUPTED = "t10k-labels-idx1-ubyte.gz"
 # Task runs of one prepare_data run: 4 verify_idx, 4 download_idx, 2 normalize_split, facts, figure.

@@ -182,7 +182,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path):
 def test_cli_rejects_bad_input_with_one_message(arguments, message, tmp_path):
     completed = subprocess.run(
         [sys.executable, "flows/full_study.py", "--artifacts-dir", str(tmp_path / "out"), *arguments],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120,
     )
     assert completed.returncode != 0
     assert message in completed.stderr

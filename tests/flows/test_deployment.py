@@ -25,7 +25,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 MNIST_DIR = REPOSITORY.parent / "shared" / "datasets" / "mnist"
 PREFECT = str(Path(sys.executable).with_name("prefect"))  # the CLI of the environment running the tests
 POOL = "mnist-study"
