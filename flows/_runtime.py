@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
+import typing
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from mnist_models.config import DataConfig, format_validation_error
 from mnist_models.datasets import get_dataset
-from mnist_models.download import MirrorsExhaustedError
+from mnist_models.download import MirrorsExhaustedError, normalize_mirror
+from mnist_models.io import ensure_writable_directory
 from mnist_models.locking import ArtifactsLockedError
+
+ConfigT = TypeVar("ConfigT", bound=DataConfig)
 
 
 class StudyFailedError(RuntimeError):
@@ -75,8 +84,81 @@ def prefect_api() -> Iterator[None]:
         server.stop()
 
 
+def comma_separated(kind: type) -> Callable[[str], list]:
+    """argparse type: a comma-separated list of `kind` values ('' gives an empty list)."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}")
+    return parse
+
+
+def _scalar(annotation: Any) -> tuple[Any, bool]:
+    """The element type of a field's annotation, and whether the field holds several values."""
+    arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
+    if typing.get_origin(annotation) is tuple:
+        return arguments[0], True
+    if arguments and typing.get_origin(annotation) is not typing.Literal:
+        return _scalar(arguments[0])
+    return annotation, False
+
+
+def config_parser(config_type: type[BaseModel], description: str) -> argparse.ArgumentParser:
+    """A command line with one option per configuration field: its flag, type, help and default come from the field."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = config_type.model_construct()
+    for name, field in config_type.model_fields.items():
+        extra = field.json_schema_extra or {}
+        flag = extra.get("flag", "--" + name.replace("_", "-"))
+        kind, several = _scalar(field.annotation)
+        default = getattr(defaults, name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        options: dict[str, Any] = {"dest": name, "default": None,
+                                   "help": f"{field.description} (default: {shown if shown not in (None, '') else '-'})"}
+        if kind is bool:
+            options["action"] = "store_true"
+        elif typing.get_origin(kind) is typing.Literal:
+            options["choices"] = typing.get_args(kind)
+        elif "nargs" in extra:
+            options.update(nargs=extra["nargs"], metavar=extra.get("metavar"))
+        elif extra.get("repeatable"):
+            options.update(action="append", type=kind, metavar=extra.get("metavar"))
+        else:
+            options["type"] = comma_separated(kind) if several else (str if kind is Path else kind)
+        parser.add_argument(flag, **options)
+    return parser
+
+
+def parse_config(config_type: type[ConfigT], description: str, argv: list[str] | None) -> ConfigT:
+    """Parse the command line into a validated configuration, checking mirrors and the artifacts root too."""
+    options = {name: value for name, value in vars(config_parser(config_type, description).parse_args(argv)).items()
+               if value is not None}
+    if options.get("refresh") == []:  # a bare --refresh: every stage
+        options["refresh"] = "all"
+    try:
+        config = config_type.model_validate(options)
+    except ValidationError as error:
+        raise ValueError(format_validation_error(error)) from None
+    for mirror in resolve_mirrors(config.dataset, list(config.mirrors or ())):
+        normalize_mirror(mirror)
+    ensure_writable_directory(config.artifacts_dir)
+    return config
+
+
+def run_flow(flow: Callable[..., Any], config: DataConfig) -> Any:
+    """Run a flow on the configured (or a temporary local) Prefect server; a failed run raises StudyFailedError."""
+    with prefect_api():
+        state = flow(config, return_state=True)
+        if not state.is_completed():
+            raise StudyFailedError(state.message or f"the flow ended {state.name}")
+        return state.result()
+
+
 def run_cli(main: Callable[[], Any]) -> None:
     """Run a CLI entry point; a user error prints one line on stderr and exits with status 1."""
+    quiet_defaults()
     try:
         main()
     except USER_ERRORS as error:

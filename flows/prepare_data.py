@@ -1,128 +1,98 @@
 """Download, verify and normalize a data set to Parquet, with its facts table and first figure.
 
 Run:   python flows/prepare_data.py --artifacts-dir artifacts [--dataset mnist|fashion-mnist]
-                                    [--mirror URL_OR_DIR ...]
+                                    [--mirror URL_OR_DIR ...] [--refresh]
        (MNIST_MIRROR=../shared/datasets/mnist points at a local copy; FASHION_MNIST_MIRROR likewise)
-Time:  about 20 s the first time from a local folder; a few seconds when everything is cached.
+Time:  about 20 s the first time from a local folder; a few seconds when everything is reused.
 Makes: artifacts/data/<dataset>/{raw/*.gz,train.parquet,test.parquet},
        artifacts/tables/dataset_facts.{parquet,csv,md}, artifacts/figures/first_25_images.png
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from flows._runtime import StudyFailedError, prefect_api, quiet_defaults, resolve_mirrors, run_cli
-from mnist_models.config import artifacts_paths
+from flows._runtime import parse_config, resolve_mirrors, run_cli, run_flow
+from mnist_models.config import DataConfig
 from mnist_models.datasets import SPLIT_FILES, get_dataset
 from mnist_models.download import normalize_mirror
-from mnist_models.io import ensure_writable_directory
-from mnist_models.tables import TABLE_FORMATS
-from tasks.caching import cache_storage, with_cache
-from tasks.data import (
-    content_hash,
-    download_idx,
-    normalize_split,
-    render_first_images,
-    verify_idx,
-    write_dataset_facts,
-)
+from mnist_models.layout import ArtifactsLayout
+from mnist_models.locking import artifacts_lock
+from mnist_models.provenance import Decision, StageKey, StageStore, code_closure, digest
+from mnist_models.records import PreparedData
+from tasks.caching import Ledger
+from tasks.data import download_idx, normalize_split, render_first_images, verify_idx, write_dataset_facts
+
+
+class DataStageError(RuntimeError):
+    """A raw file could not be had from any mirror; the message says which and why."""
+
+
+def prepare(config: DataConfig, layout: ArtifactsLayout, ledger: Ledger) -> PreparedData:
+    """Verified raw files (downloaded only when missing or bad), Parquet splits, facts and figure 1.1."""
+    spec = get_dataset(config.dataset)
+    folder = layout.data(config.dataset)
+    raw = {name: folder.raw_file(name) for name in spec.md5}
+    refresh = "data" in ledger.refresh
+    present = {name: verify_idx.submit(path, spec.md5[name]) for name, path in raw.items()}
+    hashes = {name: None if refresh else future.result() for name, future in present.items()}
+    missing = [name for name, content_hash in hashes.items() if content_hash is None]
+    if missing:
+        mirrors = [normalize_mirror(mirror) for mirror in resolve_mirrors(config.dataset, list(config.mirrors or ()))]
+        downloads = {name: download_idx.submit(name, spec.md5[name], mirrors, raw[name]) for name in missing}
+        for future in downloads.values():
+            future.wait()
+        failures = [future.state.message for future in downloads.values() if not future.state.is_completed()]
+        if failures:
+            raise DataStageError("\n".join(failures))
+        hashes.update({name: future.result() for name, future in downloads.items()})
+    for name in raw:
+        reason = ("--refresh" if refresh else "missing or failed verification") if name in missing else \
+            "verified against its published checksum"
+        ledger.record(Decision(stage="data", item=f"{config.dataset}/raw/{name}",
+                               action="recomputed" if name in missing else "reused", reason=reason))
+
+    data_code = code_closure("tasks.data")
+    split_hashes = {split: digest({name: hashes[name] for name in files}) for split, files in SPLIT_FILES.items()}
+    for split, (images, labels) in SPLIT_FILES.items():
+        output = folder.split(split)
+        ledger.stage("data", f"{config.dataset}/{split}.parquet",
+                     StageKey(inputs={"data": split_hashes[split]}, code=data_code),
+                     lambda: (None, [normalize_split(raw[images], raw[labels], output)]), lambda stored: None)
+    data_hash = digest(hashes)
+    facts_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": data_hash}, code=data_code)
+    ledger.stage("data", "dataset_facts", facts_key,
+                 lambda: (None, write_dataset_facts(raw, layout.tables_dir)), lambda stored: None)
+    figure_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": split_hashes["train"]},
+                          code=code_closure("tasks.data", "mnist_models.plots"))
+    ledger.stage("data", "first_25_images", figure_key,
+                 lambda: (None, [render_first_images(folder.split("train"), layout.figure("first_25_images"))]),
+                 lambda stored: None)
+    return PreparedData(dataset=config.dataset, content_hash=data_hash, train=layout.relative(folder.split("train")),
+                        test=layout.relative(folder.split("test")), test_hash=split_hashes["test"])
 
 
 @flow(name="prepare-data", log_prints=False)
-def prepare_data(
-    dataset: str = "mnist",
-    artifacts_dir: str = "artifacts",
-    mirrors: list[str] | None = None,
-    refresh: bool = False,
-) -> dict:
+def prepare_data(config: DataConfig = DataConfig()) -> PreparedData:
     """Download and verify the four IDX files, then write Parquet splits, facts and figure 1.1."""
-    spec = get_dataset(dataset)
-    mirror_list = [normalize_mirror(mirror) for mirror in resolve_mirrors(dataset, mirrors)]
-    paths = artifacts_paths(ensure_writable_directory(artifacts_dir))
-    storage = cache_storage(paths["root"])
-    data_dir = paths["data"] / dataset
-    raw_dir = data_dir / "raw"
-
-    present = {name: verify_idx.submit(str(raw_dir / name), md5) for name, md5 in spec.md5.items()}
-    downloads = {
-        name: with_cache(download_idx, storage, refresh=refresh or not present[name].result()).submit(
-            name, md5, mirror_list, str(raw_dir)
-        )
-        for name, md5 in spec.md5.items()
-    }
-    for future in downloads.values():
-        future.wait()
-    failures = [future.state.message for future in downloads.values() if not future.state.is_completed()]
-    if failures:
-        return Failed(message="\n".join(failures))
-    records = {name: future.result() for name, future in downloads.items()}
-    file_hashes = {name: record["sha256"] for name, record in records.items()}
-    raw_paths = {name: record["path"] for name, record in records.items()}
-
-    splits = {}
-    for split, (images_name, labels_name) in SPLIT_FILES.items():
-        output = data_dir / f"{split}.parquet"
-        split_hash = content_hash({name: file_hashes[name] for name in (images_name, labels_name)})
-        splits[split] = with_cache(normalize_split, storage, [output], refresh).submit(
-            raw_paths[images_name], raw_paths[labels_name], split_hash, str(output)
-        )
-
-    data_hash = content_hash(file_hashes)
-    facts_outputs = [paths["tables"] / f"dataset_facts.{fmt}" for fmt in TABLE_FORMATS]
-    facts = with_cache(write_dataset_facts, storage, facts_outputs, refresh).submit(
-        raw_paths, data_hash, str(paths["tables"])
-    )
-    figure_path = paths["figures"] / "first_25_images.png"
-    figure = with_cache(render_first_images, storage, [figure_path], refresh).submit(
-        splits["train"].result()["path"], data_hash, str(figure_path)
-    )
-    return {
-        "dataset": dataset,
-        "content_hash": data_hash,
-        "train": splits["train"].result()["path"],
-        "test": splits["test"].result()["path"],
-        "dataset_facts": facts.result(),
-        "first_25_images": figure.result(),
-    }
+    layout = ArtifactsLayout.at(config.artifacts_dir)
+    ledger = Ledger(StageStore(layout.root), frozenset(config.refresh), get_run_logger().info)
+    with artifacts_lock(layout.root):
+        try:
+            return prepare(config, layout, ledger)
+        except DataStageError as error:
+            return Failed(message=str(error))
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Command line: parse options, check them, run the flow."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifacts-dir", default="artifacts", help="root of every output (default: artifacts)")
-    parser.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
-    parser.add_argument(
-        "--mirror", action="append", dest="mirrors", metavar="URL_OR_DIR",
-        help="http(s)://, file:// URL or local directory holding the four .gz files; repeat to give "
-        "fallbacks in order (default: $MNIST_MIRROR, else the public mirrors)",
-    )
-    parser.add_argument("--refresh", action="store_true", help="ignore the cache and redo every step")
-    options = parser.parse_args(argv)
-    quiet_defaults()
-    # Check what can be checked before starting Prefect, so bad input fails fast and cleanly.
-    get_dataset(options.dataset)
-    for mirror in resolve_mirrors(options.dataset, options.mirrors):
-        normalize_mirror(mirror)
-    ensure_writable_directory(options.artifacts_dir)
-    with prefect_api():
-        state = prepare_data(
-            dataset=options.dataset,
-            artifacts_dir=str(Path(options.artifacts_dir).resolve()),
-            mirrors=options.mirrors,
-            refresh=options.refresh,
-            return_state=True,
-        )
-        if not state.is_completed():
-            raise StudyFailedError(state.message or f"data preparation ended {state.name}")
-        result = state.result()
-    print(f"Parquet: {result['train']}, {result['test']}")
-    print(f"Facts:   {result['dataset_facts']}\nFigure:  {result['first_25_images']}")
-    return result
+def main(argv: list[str] | None = None) -> PreparedData:
+    """Command line: parse and check the options, run the flow, say where the outputs are."""
+    config = parse_config(DataConfig, __doc__.split("\n\n")[0], argv)
+    data = run_flow(prepare_data, config)
+    root = ArtifactsLayout.at(config.artifacts_dir)
+    print(f"Parquet: {root.absolute(data.train)}, {root.absolute(data.test)}")
+    print(f"Facts:   {root.table('dataset_facts')['parquet']}\nFigure:  {root.figure('first_25_images')}")
+    return data
 
 
 if __name__ == "__main__":

@@ -1,78 +1,123 @@
-"""The study's one validated parameter object, and its named profiles (`full`, `quick`)."""
+"""The study's parameters, stated once: their types, defaults, descriptions and named profiles.
+
+`StudyConfig` is the flow's one parameter (Prefect renders it as a form in the UI) and the source
+of the command-line options (flows/_runtime.py derives them from these fields). A profile names
+the values that differ from the study's own; unset fields take the profile's value.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mnist_models.architectures import check_model_name
 from mnist_models.datasets import get_dataset
+from mnist_models.nightly import nightly_seed
 
 Profile = Literal["full", "quick"]
+STUDY_SEED = 42
+STAGES = ("data", "train", "evaluate", "tables", "figures", "report")  # what --refresh can name
+SEED_LIMIT = 2**32  # NumPy and TensorFlow seeds are unsigned 32-bit
 
-# Values that differ between profiles; everything else has one default that reproduces the study.
+# Values that differ from the class defaults (which are the study's own settings, profile `full`).
 PROFILES: dict[str, dict[str, object]] = {
-    "full": {
-        "models": ("dnn", "convnet", "resnet"),
-        "learning_rates": (0.1, 0.01, 0.001, 0.0001),
-        "epochs": 10,
-        "train_subset": None,
-        "gradient_epochs": 20,
-    },
-    "quick": {
-        "models": ("dnn", "convnet", "resnet"),
-        "learning_rates": (0.01, 0.001),
-        "epochs": 1,
-        "train_subset": 2000,
-        "gradient_epochs": 2,
-    },
+    "full": {},
+    "quick": {"learning_rates": (0.01, 0.001), "epochs": 1, "train_subset": 2000, "gradient_epochs": 2},
 }
 
 
-class StudyConfig(BaseModel):
-    """Everything that defines a study run; the defaults are the study's own settings."""
+class DataConfig(BaseModel):
+    """What the data stage needs: which data set, from where, into which artifacts root."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    profile: Profile = "full"
-    dataset: str = "mnist"
-    mirrors: tuple[str, ...] | None = Field(None, description="URLs or directories; None = dataset defaults")
-    artifacts_dir: Path = Path("artifacts")
-    models: tuple[str, ...] = ("dnn", "convnet", "resnet")
-    learning_rates: tuple[float, ...] = (0.1, 0.01, 0.001, 0.0001)
-    epochs: int = 10
-    batch_size: int = 32
-    train_subset: int | None = Field(None, description="stratified training subset size; None = all")
-    gradient_models: tuple[str, ...] = ("resnet_plain", "resnet")
-    gradient_learning_rate: float = 0.001
-    gradient_epochs: int = 20
-    seed: int = 42
-    workers: int | None = Field(None, description="parallel training processes; None = one per core")
-    dask_address: str | None = None
-    refresh: bool = False
-    nightly: bool = False
-    regression_tolerance: float = Field(0.005, description="accuracy drop below the champion that fails a nightly run")
+    dataset: str = Field("mnist", description="mnist or fashion-mnist")
+    mirrors: tuple[str, ...] | None = Field(
+        None, description="http(s)://, file:// URLs or local directories holding the four .gz files, tried in order "
+        "(default: $MNIST_MIRROR, else the public mirrors)",
+        json_schema_extra={"flag": "--mirror", "metavar": "URL_OR_DIR", "repeatable": True})
+    artifacts_dir: Path = Field(Path("artifacts"), description="root of every output")
+    refresh: tuple[str, ...] = Field(
+        (), description=f"recompute these stages whatever the cache says: any of {', '.join(STAGES)} "
+        "(no name, `all` or true: every stage)", json_schema_extra={"nargs": "*", "metavar": "STAGE"})
 
+    @field_validator("refresh", mode="before")
     @classmethod
-    def for_profile(cls, profile: str = "full", **overrides: object) -> "StudyConfig":
-        """Build the named profile, then apply the overrides that are not None."""
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; expected one of: {', '.join(PROFILES)}")
-        values = {**PROFILES[profile], **{key: value for key, value in overrides.items() if value is not None}}
-        try:
-            return cls(profile=profile, **values)
-        except ValidationError as error:
-            raise ValueError(format_validation_error(error)) from None
+    def _refresh_stages(cls, value: Any) -> Any:
+        if value is True or value == "all":
+            return STAGES
+        if value is False or value is None:
+            return ()
+        value = (value,) if isinstance(value, str) else tuple(value)
+        if "all" in value:
+            return STAGES
+        unknown = [stage for stage in value if stage not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))}; expected any of: {', '.join(STAGES)}")
+        return value
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
         get_dataset(value)
         return value
+
+    @property
+    def data_config(self) -> "DataConfig":
+        """The data stage's part of this configuration."""
+        return DataConfig(**{name: getattr(self, name) for name in DataConfig.model_fields})
+
+
+class StudyConfig(DataConfig):
+    """Everything that defines a study run; the defaults are the study's own settings."""
+
+    profile: Profile = Field("full", description="full = the study; quick = every stage on a 2,000-image slice")
+    models: tuple[str, ...] = Field(("dnn", "convnet", "resnet"), description="models of the learning-rate sweep")
+    learning_rates: tuple[float, ...] = Field((0.1, 0.01, 0.001, 0.0001), description="learning rates of the sweep")
+    epochs: int = Field(10, description="epochs per sweep run")
+    batch_size: int = Field(32, description="training batch size")
+    seed: int | None = Field(None, description=f"random seed of every run (default {STUDY_SEED}; a nightly run: "
+                                               "the date as YYYYMMDD)")
+    train_subset: int | None = Field(None, description="train on a stratified subset of this many images (default: all)")
+    gradient_models: tuple[str, ...] = Field(("resnet_plain", "resnet"),
+                                             description="models of the gradient experiment ('' for none)")
+    gradient_learning_rate: float = Field(0.001, description="learning rate of the gradient experiment")
+    gradient_epochs: int = Field(20, description="epochs of the gradient experiment")
+    workers: int | None = Field(None, description="parallel training processes (default: one per core)")
+    dask_address: str | None = Field(None, description="train on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+    nightly: bool = Field(False, description="nightly retraining: date seed, history, champions and the regression gate")
+    regression_tolerance: float = Field(
+        0.005, description="nightly: fail if a model's accuracy drops more than this below its champion")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, values: Any) -> Any:
+        """Unset fields (absent or None) take the profile's value, then the class default."""
+        if not isinstance(values, dict):
+            return values
+        profile = values.get("profile") or "full"
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of: {', '.join(PROFILES)}")
+        given = {key: value for key, value in values.items() if value is not None}
+        return {**PROFILES[profile], **given, "profile": profile}
+
+    @classmethod
+    def for_profile(cls, profile: str = "full", **overrides: object) -> "StudyConfig":
+        """Build the named profile with overrides, or raise one ValueError naming each bad parameter."""
+        try:
+            return cls(profile=profile, **overrides)
+        except ValidationError as error:
+            raise ValueError(format_validation_error(error)) from None
+
+    def resolved(self, today: dt.date) -> "StudyConfig":
+        """This configuration with its seed decided (a nightly run's comes from the date) and an absolute root."""
+        seed = self.seed if self.seed is not None else (nightly_seed(today) if self.nightly else STUDY_SEED)
+        return self.model_copy(update={"seed": seed, "artifacts_dir": Path(self.artifacts_dir).resolve()})
 
     @field_validator("models", "gradient_models")
     @classmethod
@@ -84,9 +129,7 @@ class StudyConfig(BaseModel):
     @field_validator("learning_rates")
     @classmethod
     def _positive_learning_rates(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        for rate in value:
-            _check_learning_rate(rate)
-        return _each_once(value, "learning rates")
+        return _each_once(tuple(_check_learning_rate(rate) for rate in value), "learning rates")
 
     @field_validator("gradient_learning_rate")
     @classmethod
@@ -105,6 +148,13 @@ class StudyConfig(BaseModel):
     def _positive_or_none(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             raise ValueError(f"must be at least 1 (or left unset), got {value}")
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value < SEED_LIMIT:
+            raise ValueError(f"must be in [0, 2**32) (an unsigned 32-bit seed), got {value}")
         return value
 
     @field_validator("regression_tolerance")
@@ -129,9 +179,13 @@ class StudyConfig(BaseModel):
         return self.workers or max(1, os.cpu_count() or 1)
 
     @property
-    def resolved_mirrors(self) -> tuple[str, ...]:
-        """The mirrors to try, in order: the option, else the dataset's defaults."""
-        return self.mirrors or get_dataset(self.dataset).mirrors
+    def model_order(self) -> tuple[str, ...]:
+        """Every model of this study once, in the study's order (sweep models first)."""
+        return tuple(dict.fromkeys([*self.models, *self.gradient_models]))
+
+    def report_settings(self) -> dict[str, object]:
+        """The settings a report lists: those that shape the results, not where or how fast they ran."""
+        return self.model_dump(mode="json", exclude={"artifacts_dir", "refresh", "workers", "dask_address", "mirrors"})
 
 
 def _each_once(values: tuple, what: str) -> tuple:
@@ -156,18 +210,3 @@ def format_validation_error(error: ValidationError) -> str:
             message += f" (got {item.get('input')!r})"
         lines.append(f"invalid {parameter}: {message}")
     return "; ".join(lines)
-
-
-def artifacts_paths(artifacts_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Every output location, derived from the one artifacts root (see DESIGN.md)."""
-    root = Path(artifacts_dir)
-    return {
-        "root": root,
-        "data": root / "data",
-        "runs": root / "runs",
-        "tables": root / "tables",
-        "figures": root / "figures",
-        "report": root / "report",
-        "models": root / "models",
-        "cache": root / ".cache",
-    }

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from mnist_models import data as data_lib
 from mnist_models.io import atomic_path
+from mnist_models.layout import ArtifactsLayout, RunFolder
+from mnist_models.records import ROLES, ClassMetrics, EvaluatedRun, Role, Scores
 
+REFERENCE_LEARNING_RATE = 0.001  # the study's table 2.1 and section VI are at this learning rate
 DIVERGED_BELOW = 0.2  # a run at chance level (about 0.1 on ten classes) has diverged
 STUDY_TABLE_2_1 = {"dnn": 0.959, "convnet": 0.987, "resnet": 0.991}
 STUDY_TABLE_5_1 = {
@@ -21,66 +23,87 @@ STUDY_TABLE_5_1 = {
 }
 
 
-def evaluate_run(run_dir: str | os.PathLike[str], test_path: str | os.PathLike[str], seed: int = 0) -> dict:
+def evaluate_run(folder: RunFolder, test_path: str | os.PathLike[str], seed: int = 0) -> Scores:
     """Score a run's saved model on the test split, keep its predictions, return every metric."""
     import keras
 
     from mnist_models import metrics
 
-    run_dir = Path(run_dir)
-    model_path = run_dir / "model.keras"
-    if not model_path.exists():
-        raise FileNotFoundError(f"{model_path} does not exist; train the run first")
-    model = keras.saving.load_model(model_path)
+    if not folder.model.exists():
+        raise FileNotFoundError(f"{folder.model} does not exist; train the run first")
+    model = keras.saving.load_model(folder.model)  # safe_mode stays on: no arbitrary code from the file
     test = data_lib.load_split(test_path)
     probabilities = model.predict(test.images, batch_size=1000, verbose=0)
     frame = metrics.predictions_frame(test.labels, probabilities)
-    with atomic_path(run_dir / "predictions.parquet") as temporary:
+    with atomic_path(folder.predictions) as temporary:
         frame.to_parquet(temporary, index=False)
     labels, probabilities = metrics.probabilities_from_frame(frame)
-    return evaluation_record(labels, probabilities, seed=seed)
+    return scores_of(labels, probabilities, seed=seed)
 
 
-def evaluation_record(labels: np.ndarray, probabilities: np.ndarray, seed: int = 0) -> dict:
-    """All metrics of one run as a small, serializable record."""
+def scores_of(labels: np.ndarray, probabilities: np.ndarray, seed: int = 0) -> Scores:
+    """All metrics of one run's predictions as a `Scores` record."""
     from mnist_models import metrics
 
     evaluation = metrics.evaluate_predictions(labels, probabilities, seed=seed)
     macro = evaluation.averages.set_index("average").loc["macro"]
-    return {
-        "accuracy": evaluation.accuracy,
-        "accuracy_low": evaluation.accuracy_interval[0],
-        "accuracy_high": evaluation.accuracy_interval[1],
-        "loss": evaluation.loss,
-        "macro_f1": float(macro["f1"]),
-        "macro_auc": float(macro["roc_auc"]),
-        "map": evaluation.mean_average_precision,
-        "per_class": evaluation.per_class.to_dict(orient="records"),
-        "confusion": evaluation.confusion.tolist(),
-    }
+    return Scores(
+        accuracy=evaluation.accuracy,
+        accuracy_low=evaluation.accuracy_interval[0],
+        accuracy_high=evaluation.accuracy_interval[1],
+        loss=evaluation.loss,
+        macro_f1=float(macro["f1"]),
+        macro_auc=float(macro["roc_auc"]),
+        map=evaluation.mean_average_precision,
+        per_class=tuple(ClassMetrics.model_validate(row) for row in evaluation.per_class.to_dict(orient="records")),
+        confusion=tuple(tuple(int(count) for count in row) for row in evaluation.confusion),
+    )
 
 
-def correct_vector(run_dir: str | os.PathLike[str]) -> np.ndarray:
+def correct_vector(predictions_path: str | os.PathLike[str]) -> np.ndarray:
     """Per test image, whether the run's saved prediction is right (for McNemar's test)."""
-    frame = pd.read_parquet(Path(run_dir) / "predictions.parquet", columns=["label", "predicted"])
+    frame = pd.read_parquet(predictions_path, columns=["label", "predicted"])
     return (frame["label"] == frame["predicted"]).to_numpy()
 
 
+@dataclass(frozen=True)
+class StudyRuns:
+    """The evaluated runs of one study, with where their files are: what every table is built from."""
+
+    runs: tuple[EvaluatedRun, ...]
+    layout: ArtifactsLayout
+    models: tuple[str, ...]
+
+    def folder(self, run: EvaluatedRun) -> RunFolder:
+        return self.layout.run(run.run_id)
+
+    def serving(self, role: Role) -> list[EvaluatedRun]:
+        """The runs that are part of the sweep, or of the gradient experiment, in the study's order."""
+        return [run for run in self.runs if run.serves(role)]
+
+
 SUMMARY_COLUMNS = ["run_id", "model", "learning_rate", "epochs", "seed", "accuracy", "accuracy_low",
-                   "accuracy_high", "loss", "macro_f1", "macro_auc", "map", "parameters", "train_seconds", "role"]
+                   "accuracy_high", "loss", "macro_f1", "macro_auc", "map", "parameters", "train_seconds", "role",
+                   "roles"]
 
 
-def summary_table(runs: Sequence[dict]) -> pd.DataFrame:
-    """One row per run: its settings, accuracy with interval, loss, macro F1, macro AUC, MAP, cost."""
-    return pd.DataFrame([{column: run[column] for column in SUMMARY_COLUMNS} for run in runs], columns=SUMMARY_COLUMNS)
+def summary_table(study: StudyRuns) -> pd.DataFrame:
+    """One row per run: its settings, accuracy with interval, loss, macro F1, macro AUC, MAP, cost, roles."""
+    rows = [{
+        "run_id": run.run_id, "model": run.model, "learning_rate": run.learning_rate, "epochs": run.spec.epochs,
+        "seed": run.spec.seed, **run.scores.model_dump(include=set(SUMMARY_COLUMNS)),
+        "parameters": run.trained.parameters, "train_seconds": run.trained.train_seconds, "role": run.role,
+        "roles": ",".join(role for role in ROLES if run.serves(role)),
+    } for run in study.runs]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def sweep_runs(summary: pd.DataFrame) -> pd.DataFrame:
-    """The learning-rate sweep's rows of the summary (not the gradient-experiment runs)."""
+    """The learning-rate sweep's rows of the summary (a run may also serve the gradient experiment)."""
     return summary[summary["role"] == "sweep"]
 
 
-def accuracy_at_lr_table(summary: pd.DataFrame, learning_rate: float = 0.001) -> pd.DataFrame:
+def accuracy_at_lr_table(summary: pd.DataFrame, learning_rate: float = REFERENCE_LEARNING_RATE) -> pd.DataFrame:
     """Study table 2.1: accuracy per model at one learning rate, beside the study's value."""
     rows = sweep_runs(summary)
     rows = rows[np.isclose(rows["learning_rate"], learning_rate)]
@@ -94,60 +117,63 @@ def lr_sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = sweep_runs(summary)
     wide = rows.pivot_table(index="model", columns="learning_rate", values="accuracy", aggfunc="first", sort=False)
     wide = wide[sorted(wide.columns, reverse=True)]
-    wide.columns = [f"lr {rate:g}" for rate in wide.columns]
+    wide.columns = [learning_rate_column(rate) for rate in wide.columns]
     return wide.reset_index().rename_axis(columns=None)
 
 
-def per_class_table(runs: Sequence[dict]) -> pd.DataFrame:
+def learning_rate_column(learning_rate: float) -> str:
+    """The lr_sweep table's column name of a learning rate, e.g. "lr 0.001"."""
+    return f"lr {learning_rate:g}"
+
+
+def per_class_table(study: StudyRuns) -> pd.DataFrame:
     """Per run and class: precision, recall, F1, ROC AUC, average precision, support."""
     frames = []
-    for run in runs:
-        frame = pd.DataFrame(run["per_class"])
-        frame.insert(0, "learning_rate", run["learning_rate"])
-        frame.insert(0, "model", run["model"])
-        frame.insert(0, "run_id", run["run_id"])
+    for run in study.runs:
+        frame = pd.DataFrame([metrics.model_dump() for metrics in run.scores.per_class]).fillna(np.nan)
+        frame.insert(0, "learning_rate", run.learning_rate)
+        frame.insert(0, "model", run.model)
+        frame.insert(0, "run_id", run.run_id)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def confusion_table(runs: Sequence[dict]) -> pd.DataFrame:
+def confusion_table(study: StudyRuns) -> pd.DataFrame:
     """Confusion matrices, ten rows per run (true label) and one column per predicted label."""
     rows = []
-    for run in runs:
-        for true_label, counts in enumerate(run["confusion"]):
-            rows.append({"run_id": run["run_id"], "model": run["model"], "learning_rate": run["learning_rate"],
+    for run in study.runs:
+        for true_label, counts in enumerate(run.scores.confusion):
+            rows.append({"run_id": run.run_id, "model": run.model, "learning_rate": run.learning_rate,
                          "true_label": true_label, **{f"predicted_{index}": int(count) for index, count in enumerate(counts)}})
     return pd.DataFrame(rows)
 
 
-def significance_by_learning_rate(runs: Sequence[dict], learning_rate: float = 0.001) -> pd.DataFrame:
+def significance_table(study: StudyRuns, learning_rate: float = REFERENCE_LEARNING_RATE) -> pd.DataFrame:
     """McNemar's test between each pair of models' sweep runs at one learning rate."""
     from mnist_models import metrics
 
-    chosen = [run for run in runs if run["role"] == "sweep" and np.isclose(run["learning_rate"], learning_rate)]
-    table = metrics.significance_table({run["model"]: correct_vector(run["run_dir"]) for run in chosen})
+    chosen = [run for run in study.serving("sweep") if np.isclose(run.learning_rate, learning_rate)]
+    table = metrics.significance_table({run.model: correct_vector(study.folder(run).predictions) for run in chosen})
     table.insert(0, "learning_rate", learning_rate)
     return table
 
 
-def gradient_pair_table(runs: Sequence[dict]) -> pd.DataFrame:
+def gradient_norms_table(study: StudyRuns) -> pd.DataFrame:
     """Per-layer gradient norms per epoch of the gradient-experiment runs (with and without shortcut)."""
     frames = []
-    for run in runs:
-        if run["role"] != "gradient":
-            continue
-        frame = pd.read_parquet(Path(run["run_dir"]) / "gradients.parquet")
-        frame.insert(0, "model", run["model"])
+    for run in study.serving("gradient"):
+        frame = pd.read_parquet(study.folder(run).gradients)
+        frame.insert(0, "model", run.model)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "epoch", "layer", "gradient_norm"])
 
 
-def model_summary_table(model_names: Sequence[str]) -> pd.DataFrame:
+def model_summary_table(study: StudyRuns) -> pd.DataFrame:
     """Per model and layer: type, output shape, parameters, and for convolutions the study's formula."""
     from mnist_models.architectures import build_model
 
     rows = []
-    for name in model_names:
+    for name in study.models:
         model = build_model(name)
         for layer in model.layers:
             formula, formula_parameters = "", np.nan
@@ -166,13 +192,11 @@ def model_summary_table(model_names: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def representative_runs(runs: Sequence[dict], learning_rate: float = 0.001) -> dict[str, dict]:
-    """Per model, the sweep run shown in per-model figures: the one at `learning_rate`, else its best."""
-    candidates: dict[str, list[dict]] = {}
-    for run in runs:
-        if run["role"] == "sweep":
-            candidates.setdefault(run["model"], []).append(run)
-    return {
-        model: max(model_runs, key=lambda run: (bool(np.isclose(run["learning_rate"], learning_rate)), run["accuracy"]))
-        for model, model_runs in candidates.items()
-    }
+def representative_runs(summary: pd.DataFrame, learning_rate: float = REFERENCE_LEARNING_RATE) -> dict[str, str]:
+    """Per model, the sweep run shown in per-model figures: the one at `learning_rate`, else its most accurate."""
+    chosen = {}
+    for model, rows in sweep_runs(summary).groupby("model", sort=False):
+        at_rate = np.isclose(rows["learning_rate"], learning_rate)
+        ranked = rows.assign(_at_rate=at_rate).sort_values(["_at_rate", "accuracy"], ascending=False, kind="stable")
+        chosen[model] = str(ranked.iloc[0]["run_id"])
+    return chosen

@@ -1,7 +1,8 @@
 """Train one run of the study and write its folder: model, history, gradients, histograms, manifest.
 
-A run is fully described by a `RunSpec`; its id and cache key are derived from the spec, which
-includes the data's content hash and the hash of the code that builds and trains the model.
+A run is fully described by a `RunSpec` (mnist_models.records); its id and cache key are derived
+from the spec, which includes the data's content hash and the hash of the code that builds and
+trains the model.
 """
 
 from __future__ import annotations
@@ -13,75 +14,43 @@ import platform
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mnist_models import data as data_lib
-from mnist_models.architectures import builder_code_hash, check_model_name
-from mnist_models.io import atomic_directory, write_json
+from mnist_models.io import atomic_directory, sha256_file, write_json
+from mnist_models.layout import RunFolder
+from mnist_models.records import RunSpec, TrainedRun
 
-RUN_FILES = ("model.keras", "history.parquet", "gradients.parquet", "kernel_histograms.parquet", "manifest.json")
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 HISTOGRAM_BINS = 40
 GRADIENT_BATCH = 256
 
 
-def training_code_hash(model: str) -> str:
-    """SHA-256 of the code that shapes a run's result: the model's builder, this module, data loading."""
-    digest = hashlib.sha256(builder_code_hash(model).encode())
-    for module_file in (__file__, data_lib.__file__):
-        digest.update(Path(module_file).read_bytes())
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that determines one training run's result."""
-
-    model: str
-    learning_rate: float
-    epochs: int
-    batch_size: int
-    seed: int
-    train_subset: int | None
-    dataset: str
-    data_hash: str
-    code_hash: str
-
-    @classmethod
-    def create(cls, model: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
-               train_subset: int | None, dataset: str, data_hash: str) -> "RunSpec":
-        """Build a spec, hashing the current code of `model`'s builder and of the training loop."""
-        check_model_name(model)
-        return cls(model, float(learning_rate), epochs, batch_size, seed, train_subset, dataset,
-                   data_hash, training_code_hash(model))
-
-    @property
-    def cache_key(self) -> str:
-        """Content address of the run: any change to data, code, hyperparameters or seed changes it."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-
-    @property
-    def run_id(self) -> str:
-        """Readable, unique folder name: model, learning rate, epochs, seed and a short key."""
-        subset = f"-n{self.train_subset}" if self.train_subset else ""
-        return f"{self.model}-lr{self.learning_rate:g}-e{self.epochs}-s{self.seed}{subset}-{self.cache_key[:8]}"
-
-
-def read_manifest(run_dir: str | os.PathLike[str]) -> dict | None:
+def read_manifest(folder: RunFolder) -> dict | None:
     """The run's manifest if the folder is complete (manifest readable, every listed file present)."""
-    run_dir = Path(run_dir)
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest = json.loads(folder.manifest.read_text())
     except (OSError, ValueError):
         return None
     files = manifest.get("files", [])
-    if not files or not all((run_dir / name).exists() for name in files):
+    if not files or not all((folder.path / name).exists() for name in files):
         return None
-    return manifest
+    return manifest if manifest.get("file_hashes") == folder_hashes(folder) else None
+
+
+def folder_hashes(folder: RunFolder) -> dict[str, str]:
+    """SHA-256 of every file of a run folder that training wrote (tensorboard's files one by one)."""
+    names = [path for path in sorted(folder.path.rglob("*"))
+             if path.is_file() and path != folder.manifest and path != folder.predictions]
+    return {path.relative_to(folder.path).as_posix(): sha256_file(path) for path in names}
+
+
+def trained_run(spec: RunSpec, manifest: dict) -> TrainedRun:
+    """The record of a finished run, from its manifest."""
+    return TrainedRun(spec=spec, parameters=manifest["trainable_parameters"], train_seconds=manifest["wall_seconds"])
 
 
 def configure_threads(threads: int | None) -> None:
@@ -184,12 +153,12 @@ def train_run(
     spec: RunSpec,
     train_path: str | os.PathLike[str],
     test_path: str | os.PathLike[str],
-    run_dir: str | os.PathLike[str],
+    folder: RunFolder,
     *,
     threads: int | None = None,
     log: Callable[[str], None] = print,
-) -> dict:
-    """Train `spec` and write its complete run folder atomically; return the manifest."""
+) -> TrainedRun:
+    """Train `spec` and write its complete run folder atomically; return its record."""
     configure_threads(threads)
     import keras
     import tensorflow as tf
@@ -210,10 +179,10 @@ def train_run(
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
-    run_dir = Path(run_dir)
-    with atomic_directory(run_dir) as work_dir:
-        recorder = _make_callbacks(model, spec, run_dir.name, (train.images[probe_rows], train.labels[probe_rows]), log)
-        tensorboard = keras.callbacks.TensorBoard(log_dir=str(work_dir / "tensorboard"), histogram_freq=1)
+    with atomic_directory(folder.path) as work_dir:
+        work = folder.within(work_dir)
+        recorder = _make_callbacks(model, spec, folder.run_id, (train.images[probe_rows], train.labels[probe_rows]), log)
+        tensorboard = keras.callbacks.TensorBoard(log_dir=str(work.tensorboard), histogram_freq=1)
         fit = model.fit(
             train.images, train.labels,
             batch_size=spec.batch_size, epochs=spec.epochs,
@@ -223,18 +192,19 @@ def train_run(
         history = pd.DataFrame({key: fit.history[key] for key in HISTORY_COLUMNS[1:5]})
         history.insert(0, "epoch", np.arange(1, len(history) + 1))
         history["seconds"] = recorder.seconds
-        model.save(work_dir / "model.keras")
-        history.to_parquet(work_dir / "history.parquet", index=False)
-        pd.DataFrame(recorder.gradients).to_parquet(work_dir / "gradients.parquet", index=False)
-        pd.DataFrame(recorder.histograms).to_parquet(work_dir / "kernel_histograms.parquet", index=False)
+        model.save(work.model)
+        history.to_parquet(work.history, index=False)
+        pd.DataFrame(recorder.gradients).to_parquet(work.gradients, index=False)
+        pd.DataFrame(recorder.histograms).to_parquet(work.kernel_histograms, index=False)
         final = history.iloc[-1]
         manifest = {
-            "run_id": run_dir.name,
+            "run_id": folder.run_id,
             "cache_key": spec.cache_key,
-            "parameters": asdict(spec),
+            "parameters": spec.model_dump(mode="json"),
             "seed": spec.seed,
             "data_hash": spec.data_hash,
             "code_hash": spec.code_hash,
+            "code_files": dict(spec.code_files),
             "train_images": len(train),
             "test_images": len(test),
             "trainable_parameters": int(model.count_params()),
@@ -250,8 +220,9 @@ def train_run(
                 "loss": float(final["loss"]), "accuracy": float(final["accuracy"]),
                 "val_loss": float(final["val_loss"]), "val_accuracy": float(final["val_accuracy"]),
             },
-            "files": [*RUN_FILES, "tensorboard"],
+            "files": [path.name for path in folder.training_files],
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_json(work_dir / "manifest.json", manifest)  # last: a folder without it is never trusted
-    return manifest
+        manifest["file_hashes"] = folder_hashes(work)
+        write_json(work.manifest, manifest)  # last: a folder without it is never trusted
+    return trained_run(spec, manifest)

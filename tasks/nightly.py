@@ -1,40 +1,52 @@
-"""Nightly tasks: append tonight's accuracies to the history, and keep or replace each champion."""
+"""Nightly tasks: record tonight's accuracies in the history, and keep or replace each champion."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
 
 from mnist_models import nightly, tables
-from mnist_models.evaluation import representative_runs
+from mnist_models.evaluation import representative_runs, sweep_runs
+from mnist_models.layout import ArtifactsLayout
+from mnist_models.records import ChampionDecision, StudyResult
+
+
+def _sweep_summary(result: StudyResult, layout: ArtifactsLayout) -> pd.DataFrame:
+    return sweep_runs(pd.read_parquet(layout.table("summary")["parquet"]))
 
 
 @task
-def record_history(evaluations: list[dict], tables_dir: str, figures_dir: str, date: str, flow_run_id: str) -> str:
-    """Append tonight's rows to tables/history and redraw figures/history.png."""
+def record_history(result: StudyResult, layout: ArtifactsLayout, date: str, flow_run_id: str) -> None:
+    """Put tonight's rows in tables/history (a rerun of the same night replaces them); redraw figures/history.png."""
     from mnist_models import plots
 
-    path = Path(tables_dir) / "history.parquet"
+    path = layout.table("history")["parquet"]
     existing = pd.read_parquet(path) if path.exists() else None
-    history = nightly.append_history(existing, nightly.history_rows(evaluations, pd.Timestamp(date).date(), flow_run_id))
-    tables.write_table(history, tables_dir, "history")
-    plots.save_figure(plots.plot_history(history), Path(figures_dir) / "history.png")
+    rows = nightly.history_rows(_sweep_summary(result, layout), pd.Timestamp(date).date(), flow_run_id)
+    history = nightly.append_history(existing, rows)
+    tables.write_table(history, layout.tables_dir, "history")
+    plots.save_figure(plots.plot_history(history), layout.figure("history"))
     get_run_logger().info(f"history now holds {len(history)} rows over {history['date'].nunique()} night(s)")
-    return str(path)
 
 
 @task
-def update_champions(evaluations: list[dict], champions_dir: str, tolerance: float) -> list[dict]:
-    """Per model, promote tonight's run if at least as accurate as the champion; report regressions."""
+def update_champions(result: StudyResult, layout: ArtifactsLayout, tolerance: float) -> list[ChampionDecision]:
+    """Per model, promote tonight's representative run if at least as accurate as the champion; flag regressions."""
     logger = get_run_logger()
+    runs = {run.run_id: run for run in result.runs}
     decisions = []
-    for model, run in representative_runs(evaluations).items():
-        champion = nightly.read_champion(champions_dir, model)
-        decision = nightly.decide(model, run["accuracy"], champion["accuracy"] if champion else None, tolerance)
+    for model, run_id in representative_runs(_sweep_summary(result, layout)).items():
+        run = runs[run_id]
+        champion = nightly.read_champion(layout.champions_dir, model)
+        decision = nightly.decide(model, run.scores.accuracy, champion["accuracy"] if champion else None, tolerance)
         if decision.promoted:
-            nightly.promote(champions_dir, run)
-        logger.info(decision.describe(tolerance))
-        decisions.append({**decision.__dict__, "message": decision.describe(tolerance)})
+            folder = layout.run(run_id)
+            nightly.promote(layout.champions_dir, model, folder.model, folder.manifest, {
+                "accuracy": run.scores.accuracy, "run_id": run_id, "learning_rate": run.learning_rate,
+                "seed": run.spec.seed})
+        message = decision.describe(tolerance)
+        logger.info(message)
+        decisions.append(ChampionDecision(model=model, new_accuracy=decision.new_accuracy,
+                                          champion_accuracy=decision.champion_accuracy, promoted=decision.promoted,
+                                          regressed=decision.regressed, message=message))
     return decisions

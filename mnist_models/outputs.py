@@ -1,0 +1,233 @@
+"""The registry of the study's outputs: every table and figure, declared once.
+
+An entry names the output, says what it needs, how it is built and which files it makes. The flow,
+the expected-outputs check, the report, the Prefect artifacts and the tests all read this registry:
+adding a table is one `TableSpec` here plus its builder and its test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
+
+import pandas as pd
+
+from mnist_models import evaluation
+from mnist_models.evaluation import StudyRuns
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Stage = Literal["data", "study", "nightly"]
+PLAIN_VARIANT = "resnet_plain"  # the gradient experiment's model without the residual shortcut
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: its name (file stem), a one-line description, its guaranteed columns and its builder.
+
+    `build` takes the study's runs and the tables built before it (those named in `needs`).
+    Tables of the data and nightly stages are built by those stages (`build` is None here).
+    """
+
+    name: str
+    description: str
+    columns: tuple[str, ...]
+    stage: Stage = "study"
+    needs: tuple[str, ...] = ()
+    build: Callable[[StudyRuns, Mapping[str, pd.DataFrame]], pd.DataFrame] | None = None
+
+
+def _from_runs(builder: Callable[[StudyRuns], pd.DataFrame]):
+    return lambda study, tables: builder(study)
+
+
+def _from_summary(builder: Callable[[pd.DataFrame], pd.DataFrame]):
+    return lambda study, tables: builder(tables["summary"])
+
+
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
+    TableSpec("dataset_facts", "the data set's facts per split (study section I)",
+              ("fact", "train", "test", "total"), stage="data"),
+    TableSpec("model_summary", "each model's layers, output shapes and parameter counts (study section II)",
+              ("model", "layer", "type", "output_shape", "parameters", "study_formula", "formula_parameters"),
+              build=_from_runs(evaluation.model_summary_table)),
+    TableSpec("summary", "one row per run: accuracy with its 95% bootstrap interval, loss, macro F1, AUC, MAP, cost",
+              tuple(evaluation.SUMMARY_COLUMNS), build=_from_runs(evaluation.summary_table)),
+    TableSpec("accuracy_at_lr", "accuracy per model at learning rate 0.001 beside the study's (its table 2.1)",
+              ("model", "learning_rate", "epochs", "accuracy", "accuracy_low", "accuracy_high", "study_accuracy"),
+              needs=("summary",), build=_from_summary(evaluation.accuracy_at_lr_table)),
+    TableSpec("lr_sweep", "accuracy per model and learning rate (the study's table 5.1)", ("model",),
+              needs=("summary",), build=_from_summary(evaluation.lr_sweep_table)),
+    TableSpec("per_class_metrics", "per run and class: precision, recall, F1, ROC AUC, average precision",
+              ("run_id", "model", "learning_rate", "class", "precision", "recall", "f1", "roc_auc",
+               "average_precision", "support"), build=_from_runs(evaluation.per_class_table)),
+    TableSpec("confusion_matrices", "each run's confusion matrix, one row per true label",
+              ("run_id", "model", "learning_rate", "true_label", *(f"predicted_{label}" for label in range(10))),
+              build=_from_runs(evaluation.confusion_table)),
+    TableSpec("significance", "McNemar's test between each pair of models at learning rate 0.001",
+              ("learning_rate", "model_a", "model_b", "accuracy_a", "accuracy_b", "only_a_correct",
+               "only_b_correct", "statistic", "p_value", "method", "significant", "verdict"),
+              build=_from_runs(evaluation.significance_table)),
+    TableSpec("gradient_norms", "per-layer gradient norms per epoch of the gradient experiment",
+              ("model", "epoch", "layer", "gradient_norm"), build=_from_runs(evaluation.gradient_norms_table)),
+    TableSpec("history", "nightly runs: one row per model per night", (
+        "date", "flow_run_id", "model", "learning_rate", "epochs", "seed", "accuracy", "accuracy_low",
+        "accuracy_high", "map", "run_id"), stage="nightly"),
+)}
+
+
+def study_tables() -> list[TableSpec]:
+    """The tables the study stage builds, in an order where each comes after what it needs."""
+    return [spec for spec in TABLES.values() if spec.stage == "study"]
+
+
+def build_tables(study: StudyRuns) -> dict[str, pd.DataFrame]:
+    """Build every study table from the runs, in registry order."""
+    built: dict[str, pd.DataFrame] = {}
+    for spec in study_tables():
+        built[spec.name] = spec.build(study, {name: built[name] for name in spec.needs})
+    return built
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """What figures are drawn from: the runs (their folders) and the study tables."""
+
+    study: StudyRuns
+    tables: Mapping[str, pd.DataFrame]
+
+    @cached_property
+    def representative(self) -> dict[str, str]:
+        """Per model, the run id of the sweep run its per-model figures show."""
+        return evaluation.representative_runs(self.tables["summary"])
+
+    def run(self, run_id: str):
+        return next(run for run in self.study.runs if run.run_id == run_id)
+
+    def run_label(self, run_id: str) -> str:
+        run = self.run(run_id)
+        return f"{run.model}, lr {run.learning_rate:g}, {run.spec.epochs} epoch(s)"
+
+    def gradient_frames(self, read: Callable[[object], pd.DataFrame]) -> dict[str, pd.DataFrame]:
+        """One frame per gradient-experiment run, keyed by its variant label."""
+        return {variant_label(run.model): read(self.study.folder(run)) for run in self.study.serving("gradient")}
+
+
+def variant_label(model: str) -> str:
+    """How the gradient experiment's figures and report name a model."""
+    return "without shortcut (resnet_plain)" if model == PLAIN_VARIANT else f"with shortcut ({model})"
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure (or one per model, when `name` holds `{model}`): caption, when it applies, how to draw it."""
+
+    name: str
+    caption: str
+    applies: Callable[[FigureInputs], bool]
+    draw: Callable[..., "Figure"]
+
+    @property
+    def per_model(self) -> bool:
+        return "{model}" in self.name
+
+    def instances(self, inputs: FigureInputs) -> dict[str, tuple[str, ...]]:
+        """File stem -> arguments after `inputs` for `draw` (the model, for per-model figures)."""
+        if not self.applies(inputs):
+            return {}
+        if self.per_model:
+            return {self.name.format(model=model): (model,) for model in inputs.representative}
+        return {self.name: ()}
+
+
+def _has_gradient_runs(inputs: FigureInputs) -> bool:
+    return bool(inputs.study.serving("gradient"))
+
+
+def _has_sweep_runs(inputs: FigureInputs) -> bool:
+    return bool(inputs.representative)
+
+
+def _kernel_histograms(inputs: FigureInputs) -> "Figure":
+    from mnist_models import plots
+
+    return plots.plot_kernel_histograms(inputs.gradient_frames(lambda folder: pd.read_parquet(folder.kernel_histograms)))
+
+
+def _gradient_norms(inputs: FigureInputs) -> "Figure":
+    from mnist_models import plots
+
+    return plots.plot_gradient_norms(inputs.gradient_frames(lambda folder: pd.read_parquet(folder.gradients)))
+
+
+def _accuracy_curves(inputs: FigureInputs) -> "Figure":
+    from mnist_models import plots
+
+    return plots.plot_accuracy_curves({
+        f"{model} (lr {inputs.run(run_id).learning_rate:g})": pd.read_parquet(inputs.study.layout.run(run_id).history)
+        for model, run_id in inputs.representative.items()})
+
+
+def _lr_sweep_heatmap(inputs: FigureInputs) -> "Figure":
+    from mnist_models import plots
+
+    sweep = evaluation.sweep_runs(inputs.tables["summary"])
+    return plots.plot_lr_sweep_heatmap(sweep[["model", "learning_rate", "accuracy"]])
+
+
+def _roc(inputs: FigureInputs, model: str) -> "Figure":
+    from mnist_models import metrics, plots
+
+    run_id = inputs.representative[model]
+    labels, probabilities = metrics.probabilities_from_frame(pd.read_parquet(inputs.study.layout.run(run_id).predictions))
+    return plots.plot_roc_curves(labels, probabilities, f"ROC one-vs-rest: {inputs.run_label(run_id)}")
+
+
+def _f1(inputs: FigureInputs, model: str) -> "Figure":
+    from mnist_models import plots
+
+    run_id = inputs.representative[model]
+    per_class = inputs.tables["per_class_metrics"]
+    return plots.plot_f1_per_class(per_class[per_class["run_id"] == run_id],
+                                   f"Per-class precision, recall, F1: {inputs.run_label(run_id)}")
+
+
+def _confusion(inputs: FigureInputs, model: str) -> "Figure":
+    import numpy as np
+
+    from mnist_models import plots
+
+    run_id = inputs.representative[model]
+    return plots.plot_confusion_matrix(np.asarray(inputs.run(run_id).scores.confusion),
+                                       f"Confusion matrix: {inputs.run_label(run_id)}")
+
+
+FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
+    FigureSpec("kernel_histograms", "histograms of target_layer's kernel per epoch, with and without the shortcut",
+               _has_gradient_runs, _kernel_histograms),
+    FigureSpec("gradient_norms", "gradient norm of each layer's kernel per epoch, with and without the shortcut",
+               _has_gradient_runs, _gradient_norms),
+    FigureSpec("accuracy_curves", "training and validation accuracy per epoch of each model's representative run",
+               _has_sweep_runs, _accuracy_curves),
+    FigureSpec("lr_sweep_heatmap", "test accuracy per model and learning rate", _has_sweep_runs, _lr_sweep_heatmap),
+    FigureSpec("roc_{model}", "ROC curves, one class against the rest", _has_sweep_runs, _roc),
+    FigureSpec("f1_{model}", "precision, recall and F1 per class", _has_sweep_runs, _f1),
+    FigureSpec("confusion_{model}", "confusion matrix", _has_sweep_runs, _confusion),
+)}
+DATA_FIGURES = ("first_25_images",)  # drawn by the data stage
+NIGHTLY_FIGURES = ("history",)  # drawn by the nightly stage
+
+
+def expected_figures(inputs: FigureInputs) -> list[str]:
+    """The file stems of every study figure these runs produce."""
+    return [name for spec in FIGURES.values() for name in spec.instances(inputs)]
+
+
+def draw_figures(inputs: FigureInputs) -> Iterator[tuple[str, "Figure"]]:
+    """Draw every figure that applies, one at a time: (name, Figure); the caller saves and closes each."""
+    for spec in FIGURES.values():
+        for name, arguments in spec.instances(inputs).items():
+            yield name, spec.draw(inputs, *arguments)

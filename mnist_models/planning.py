@@ -1,0 +1,121 @@
+"""Which runs a study needs, which of them must train, in what order, and how many at once.
+
+Pure decisions over a `StudyConfig`: the flows call these and only wire the results to tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from mnist_models.architectures import ARCHITECTURES, check_model_name
+from mnist_models.config import StudyConfig
+from mnist_models.layout import ArtifactsLayout
+from mnist_models.provenance import (TRAINING_LIBRARIES, Decision, StageKey, code_closure, key_change,
+                                     library_versions)
+from mnist_models.records import EvaluatedRun, PlannedRun, Role, RunSpec
+from mnist_models.training import read_manifest
+
+# Seconds per training epoch of each model on 2 cores (60,000 images, with validation): the
+# relative cost that orders the runs. Measured on the development machine (docs/performance.md).
+EPOCH_COST = {"dnn": 4.3, "convnet": 13.3, "resnet": 43.0, "resnet_plain": 43.0}
+
+
+def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
+             train_subset: int | None, dataset: str, data_hash: str) -> RunSpec:
+    """A run's spec, with the current source of every module its training imports and the library versions."""
+    check_model_name(model)
+    builder_module, _ = ARCHITECTURES[model]
+    return RunSpec(model=model, learning_rate=float(learning_rate), epochs=epochs, batch_size=batch_size, seed=seed,
+                   train_subset=train_subset, dataset=dataset, data_hash=data_hash,
+                   code_files=code_closure("mnist_models.training", builder_module),
+                   versions=library_versions(TRAINING_LIBRARIES))
+
+
+def plan_runs(config: StudyConfig, data_hash: str) -> list[PlannedRun]:
+    """The study's runs, each once with every role it serves: the sweep grid, then the gradient pair."""
+
+    def spec(model: str, learning_rate: float, epochs: int):
+        return run_spec(model, learning_rate, epochs, config.batch_size, config.seed, config.train_subset,
+                        config.dataset, data_hash)
+
+    wanted: list[tuple[Role, RunSpec]] = [
+        ("sweep", spec(model, rate, config.epochs)) for model in config.models for rate in config.learning_rates]
+    wanted += [("gradient", spec(model, config.gradient_learning_rate, config.gradient_epochs))
+               for model in config.gradient_models]
+    roles: dict[str, set[Role]] = {}
+    specs = {}
+    for role, run in wanted:
+        specs.setdefault(run.run_id, run)
+        roles.setdefault(run.run_id, set()).add(role)
+    return [PlannedRun(spec=specs[run_id], roles=frozenset(roles[run_id])) for run_id in specs]
+
+
+def spec_key(spec: RunSpec) -> StageKey:
+    """A run's key in the terms a cache decision explains: parameters, data, code files, library versions."""
+    return StageKey(parameters=spec.model_dump(include={"epochs", "batch_size", "seed", "train_subset"}),
+                    inputs={"data": spec.data_hash}, code=spec.code_files, versions=spec.versions)
+
+
+def training_decision(run: PlannedRun, layout: ArtifactsLayout, refresh: bool) -> Decision:
+    """Reuse a run whose folder holds a manifest and every file with the hash it lists; else say why not.
+
+    A run's folder name is its spec's content address, so a changed spec is a new folder: the reason
+    compares it with the latest earlier run of the same model and learning rate.
+    """
+    folder = layout.run(run.run_id)
+
+    def decision(action: str, reason: str) -> Decision:
+        return Decision(stage="train", item=run.run_id, action=action, reason=reason)
+
+    if refresh:
+        return decision("recomputed", "--refresh")
+    if read_manifest(folder) is not None:
+        return decision("reused", "run folder complete and unchanged")
+    if folder.manifest.exists():
+        return decision("recomputed", "outputs missing or modified (run folder differs from its manifest)")
+    previous = _previous_run(run.spec, layout)
+    if previous is None:
+        return decision("recomputed", "new")
+    return decision("recomputed", key_change(spec_key(previous), spec_key(run.spec)) or "new")
+
+
+def _previous_run(spec: RunSpec, layout: ArtifactsLayout) -> RunSpec | None:
+    """The spec of the latest run of the same model, learning rate and data set under the layout."""
+    candidates = []
+    for manifest_path in layout.runs_dir.glob("*/manifest.json"):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            earlier = RunSpec.model_validate(manifest["parameters"])
+        except (OSError, ValueError, KeyError):
+            continue  # a folder of an older layout or a half-written one: nothing to compare with
+        if (earlier.model, earlier.learning_rate, earlier.dataset) == (spec.model, spec.learning_rate, spec.dataset):
+            candidates.append((manifest.get("created_at", ""), earlier))
+    return max(candidates, key=lambda item: item[0])[1] if candidates else None
+
+
+def expected_cost(run: PlannedRun) -> float:
+    """Relative cost of a run: seconds per epoch of its model times its epochs."""
+    return EPOCH_COST.get(run.spec.model, 1.0) * run.spec.epochs
+
+
+def longest_first(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
+    """Runs in decreasing expected cost, so the long ones do not start last and leave cores idle."""
+    return sorted(planned, key=lambda run: -expected_cost(run))
+
+
+def parallel_runs(config: StudyConfig, runs_to_train: int) -> int:
+    """How many runs train at once: the workers option (else one per core), no more than there are runs."""
+    return max(1, min(config.resolved_workers, runs_to_train))
+
+
+def threads_per_worker(config: StudyConfig, runs_to_train: int, cores: int) -> int | None:
+    """TensorFlow threads per parallel run: the cores shared among the runs that train at once."""
+    if config.dask_address:
+        return None  # the cluster's workers decide
+    return max(1, cores // parallel_runs(config, runs_to_train))
+
+
+def study_order(runs: Iterable[EvaluatedRun], model_order: Sequence[str]) -> list[EvaluatedRun]:
+    """Runs as the tables list them: sweep runs first, models in the study's order, largest learning rate first."""
+    return sorted(runs, key=lambda run: (not run.serves("sweep"), model_order.index(run.model), -run.learning_rate))

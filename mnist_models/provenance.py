@@ -1,0 +1,242 @@
+"""What a stage's result depends on, whether a stored result may be reused, and why not.
+
+A stage's *key* is its parameters, the content hashes of its inputs, the source of every project
+module it imports (transitively, found by reading import statements) and the major.minor versions
+of the libraries that shape its result. Its *record* (JSON, under `<artifacts>/.cache/stages/`)
+stores that key, the content hash of each file it wrote (relative to the artifacts root), and the
+stage's result. A stored result is reused only when the key is equal and every output still has
+the hash it was written with; otherwise the decision names what changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from mnist_models.io import sha256_file, write_text
+from mnist_models.records import Record
+
+PROJECT_PACKAGES = ("mnist_models", "tasks", "flows")
+# Distributions whose major.minor version can change a result, by what they shape.
+TRAINING_LIBRARIES = ("tensorflow", "keras", "numpy")
+ANALYSIS_LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy")
+FIGURE_LIBRARIES = ("matplotlib", "numpy")
+
+
+# --------------------------------------------------------------------------- the code closure
+
+
+@lru_cache(maxsize=None)
+def _package_parent(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    return Path(spec.origin).parent.parent if spec is not None and spec.origin else None
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a project module, found on disk without importing anything."""
+    parent = _package_parent(module.split(".")[0])
+    if parent is None:
+        return None
+    base = parent.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    """Project modules named by the import statements of one source file (not executed)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")
+                base = ".".join(parent[: len(parent) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return {name for name in found if name.split(".")[0] in PROJECT_PACKAGES}
+
+
+@lru_cache(maxsize=None)
+def _closure(modules: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+    seen: dict[str, Path] = {}
+    pending = list(modules)
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        path = _module_file(module)
+        if path is None:
+            continue  # a name imported from a module, not a module itself
+        seen[module] = path
+        parts = module.split(".")
+        pending += [".".join(parts[:depth]) for depth in range(1, len(parts))]  # parent packages run first
+        pending += sorted(_imported_modules(path, module))
+    return tuple(sorted(seen.items()))
+
+
+def code_closure(*modules: str) -> dict[str, str]:
+    """Relative source path -> SHA-256 of every project module the given modules import, transitively."""
+    files = {}
+    for module, path in _closure(tuple(sorted(modules))):
+        relative = path.relative_to(_package_parent(module.split(".")[0]))
+        files[relative.as_posix()] = _file_hash(path, path.stat().st_mtime_ns, path.stat().st_size)
+    return files
+
+
+@lru_cache(maxsize=None)
+def _file_hash(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def library_versions(distributions: Iterable[str]) -> dict[str, str]:
+    """Major.minor version of each installed distribution (TensorFlow under either of its names)."""
+    versions = {}
+    for name in distributions:
+        for candidate in ((name, f"{name}-cpu") if name == "tensorflow" else (name,)):
+            try:
+                versions[name] = ".".join(metadata.version(candidate).split(".")[:2])
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:
+            versions[name] = "absent"
+    return versions
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of a JSON-able value (keys sorted): the content address of parameters or a key."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- keys, records, decisions
+
+
+class StageKey(Record):
+    """Everything a stage's result depends on. No absolute path may enter it."""
+
+    parameters: dict[str, Any] = {}
+    inputs: dict[str, str] = {}  # input name -> content hash
+    code: dict[str, str] = {}  # relative source path -> hash
+    versions: dict[str, str] = {}  # distribution -> major.minor
+
+
+class StageRecord(Record):
+    """A stage's stored result: its key, the hash of each file it wrote, and what it returned."""
+
+    stage: str
+    item: str
+    key: StageKey
+    outputs: dict[str, str]  # path relative to the artifacts root -> SHA-256
+    result: Any = None
+
+
+class Decision(Record):
+    """Whether a stage (for one item: a run, or the stage itself) was reused or recomputed, and why."""
+
+    stage: str
+    item: str
+    action: Literal["reused", "recomputed"]
+    reason: str = Field(description="new, refresh, what changed, or which outputs are missing or modified")
+
+
+def outputs_problem(outputs: Mapping[str, str], root: Path) -> str | None:
+    """None when every output exists with its recorded hash; else which are missing or modified."""
+    missing, modified = [], []
+    for relative, expected in outputs.items():
+        path = root / relative
+        if not path.exists():
+            missing.append(relative)
+        elif _file_hash(path, path.stat().st_mtime_ns, path.stat().st_size) != expected:
+            modified.append(relative)
+    parts = []
+    if missing:
+        parts.append(f"outputs missing ({_shorten(missing)})")
+    if modified:
+        parts.append(f"outputs modified ({_shorten(modified)})")
+    return "; ".join(parts) or None
+
+
+def key_change(previous: StageKey, current: StageKey) -> str | None:
+    """What differs between two keys, in words a user can act on; None when they are equal."""
+    changes = []
+    parameters = _changed(previous.parameters, current.parameters)
+    if parameters:
+        changes.append(f"parameters changed ({_shorten(parameters)})")
+    inputs = _changed(previous.inputs, current.inputs)
+    if inputs:
+        changes.append(f"{'data' if inputs == ['data'] else 'inputs'} changed ({_shorten(inputs)})")
+    code = _changed(previous.code, current.code)
+    if code:
+        changes.append(f"code changed ({_shorten(code)})")
+    versions = [f"{name} {previous.versions.get(name, 'absent')} -> {current.versions.get(name, 'absent')}"
+                for name in _changed(previous.versions, current.versions)]
+    if versions:
+        changes.append(f"library version changed ({_shorten(versions)})")
+    return "; ".join(changes) or None
+
+
+def decide(stage: str, item: str, key: StageKey, previous: StageRecord | None, root: Path,
+           refresh: bool) -> Decision:
+    """Reuse `previous` only when not refreshed, its key equals `key` and its outputs are intact."""
+    if refresh:
+        return Decision(stage=stage, item=item, action="recomputed", reason="--refresh")
+    if previous is None:
+        return Decision(stage=stage, item=item, action="recomputed", reason="new")
+    reason = key_change(previous.key, key) or outputs_problem(previous.outputs, root)
+    if reason:
+        return Decision(stage=stage, item=item, action="recomputed", reason=reason)
+    return Decision(stage=stage, item=item, action="reused", reason="inputs, code and outputs unchanged")
+
+
+class StageStore:
+    """The stage records of one artifacts root, one JSON file per stage and item."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.directory = self.root / ".cache" / "stages"
+
+    def _path(self, stage: str, item: str) -> Path:
+        return self.directory / stage / f"{item}.json"
+
+    def load(self, stage: str, item: str) -> StageRecord | None:
+        """The stored record, or None when absent or unreadable (then the stage runs again)."""
+        try:
+            return StageRecord.from_json(self._path(stage, item).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def save(self, stage: str, item: str, key: StageKey, outputs: Iterable[str | os.PathLike[str]],
+             result: Any = None) -> StageRecord:
+        """Hash each output file (paths under the root) and store the record atomically."""
+        hashes = {}
+        for output in outputs:
+            path = Path(output)
+            relative = path.relative_to(self.root) if path.is_absolute() else path
+            hashes[relative.as_posix()] = sha256_file(self.root / relative)
+        record = StageRecord(stage=stage, item=item, key=key, outputs=hashes, result=result)
+        write_text(self._path(stage, item), record.to_json())
+        return record
+
+
+def _changed(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return sorted(name for name in set(previous) | set(current) if previous.get(name) != current.get(name))
+
+
+def _shorten(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
