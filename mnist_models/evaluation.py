@@ -130,7 +130,8 @@ def per_class_table(study: StudyRuns) -> pd.DataFrame:
     """Per run and class: precision, recall, F1, ROC AUC, average precision, support."""
     frames = []
     for run in study.runs:
-        frame = pd.DataFrame([metrics.model_dump() for metrics in run.scores.per_class]).fillna(np.nan)
+        frame = pd.DataFrame([metrics.model_dump() for metrics in run.scores.per_class])
+        frame = frame.astype({"roc_auc": float, "average_precision": float})  # None (undefined) -> NaN
         frame.insert(0, "learning_rate", run.learning_rate)
         frame.insert(0, "model", run.model)
         frame.insert(0, "run_id", run.run_id)

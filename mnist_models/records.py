@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["sweep", "gradient"]
 ROLES: tuple[Role, ...] = ("sweep", "gradient")
@@ -110,6 +111,12 @@ class ClassMetrics(Record):
     roc_auc: float | None
     average_precision: float | None
     support: int
+
+    @field_validator("roc_auc", "average_precision", mode="before")
+    @classmethod
+    def _undefined_as_none(cls, value: object) -> object:
+        """A class absent from the labels has no AUC or AP: NaN in a table, None in a record."""
+        return None if isinstance(value, float) and math.isnan(value) else value
 
 
 class Scores(Record):

@@ -157,9 +157,13 @@ def test_deploy_all_creates_the_three_deployments(deployed):
         assert deployment.global_concurrency_limit.limit == 1, name
         assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE", name
 
-    assert deployments["full-study"].parameters == {"profile": "full"}
-    assert deployments["quick-check"].parameters == {"profile": "quick", "artifacts_dir": "artifacts/quick"}
-    assert deployments["nightly-retrain"].parameters == {"profile": "full", "nightly": True}
+    assert deployments["full-study"].parameters == {"config": {"profile": "full"}}
+    assert deployments["quick-check"].parameters == {"config": {"profile": "quick", "artifacts_dir": "artifacts/quick"}}
+    assert deployments["nightly-retrain"].parameters == {"config": {"profile": "full", "nightly": True}}
+    # The UI's form: every configuration field with its default and description.
+    fields = deployments["full-study"].parameter_openapi_schema["definitions"]["StudyConfig"]["properties"]
+    assert fields["epochs"]["default"] == 10 and "epochs per sweep run" in fields["epochs"]["description"]
+    assert fields["regression_tolerance"]["default"] == 0.005
 
     assert deployments["full-study"].schedules == []
     assert deployments["quick-check"].schedules == []
@@ -189,9 +193,9 @@ def worker(deployed, tmp_path) -> Iterator[tuple[subprocess.Popen, Path]]:
 def test_quick_check_runs_on_a_worker(deployed, worker, tmp_path):
     process, log = worker
     artifacts = tmp_path / "artifacts"
-    # --param values are JSON; a JSON string keeps any path a string.
-    created = deployed.cli("deployment", "run", "full-study/quick-check",
-                           "--param", f"artifacts_dir={json.dumps(str(artifacts))}")
+    # The flow's one parameter is the study's configuration; --params replaces it whole.
+    config = {"profile": "quick", "artifacts_dir": str(artifacts)}
+    created = deployed.cli("deployment", "run", "full-study/quick-check", "--params", json.dumps({"config": config}))
     match = re.search(r"UUID:\s*([0-9a-f-]{36})", created.stdout)
     assert match, f"no flow run id in:\n{created.stdout}"
 
@@ -207,7 +211,7 @@ def test_quick_check_runs_on_a_worker(deployed, worker, tmp_path):
                     f"quick-check still {flow_run.state_name} after {FLOW_RUN_TIMEOUT} s; worker output:\n{_tail(log)}")
                 time.sleep(2)
 
-    assert flow_run.parameters["artifacts_dir"] == str(artifacts)
+    assert flow_run.parameters["config"]["artifacts_dir"] == str(artifacts)
     assert flow_run.state.is_completed(), (
         f"quick-check ended {flow_run.state.name}: {flow_run.state.message}\nworker output:\n{_tail(log)}")
     assert (artifacts / "report" / "report.html").is_file(), _tail(log)

@@ -1,0 +1,98 @@
+"""Planning: which runs, with which roles, which must train and why, in what order, on how many threads."""
+
+import json
+
+import pytest
+
+from mnist_models.config import StudyConfig
+from mnist_models.io import write_json
+from mnist_models.layout import ArtifactsLayout
+from mnist_models.planning import (longest_first, parallel_runs, plan_runs, study_order, threads_per_worker,
+                                   training_decision)
+from mnist_models.records import EvaluatedRun
+from mnist_models.training import folder_hashes
+from tests.mnist_models.test_records import EVALUATED
+
+
+def config(**values) -> StudyConfig:
+    return StudyConfig(**values).resolved(__import__("datetime").date(2026, 11, 28))
+
+
+def test_a_run_serving_the_sweep_and_the_gradient_experiment_is_planned_once_with_both_roles():
+    planned = plan_runs(config(models=["resnet"], learning_rates=[0.001], epochs=20), "data")
+    roles = {run.spec.model: run.roles for run in planned}
+    assert roles == {"resnet": {"sweep", "gradient"}, "resnet_plain": {"gradient"}}
+
+
+def test_the_full_grid_has_twelve_sweep_runs_and_the_gradient_pair():
+    planned = plan_runs(config(), "data")
+    assert len(planned) == 14
+    assert sum(run.serves("sweep") for run in planned) == 12 and sum(run.serves("gradient") for run in planned) == 2
+    assert len({run.run_id for run in planned}) == 14
+
+
+def test_the_longest_runs_start_first():
+    ordered = longest_first(plan_runs(config(), "data"))
+    assert [(run.spec.model, run.spec.epochs) for run in ordered[:2]] == [("resnet_plain", 20), ("resnet", 20)]
+    assert ordered[-1].spec.model == "dnn"
+
+
+@pytest.mark.parametrize(("workers", "runs", "cores", "parallel", "threads"), [
+    (None, 14, 2, 2, 1), (None, 1, 2, 1, 2), (1, 14, 2, 1, 2), (4, 3, 8, 3, 2), (None, 0, 2, 1, 2)])
+def test_cores_are_shared_among_the_runs_that_train_at_once(workers, runs, cores, parallel, threads, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    study = config(workers=workers)
+    assert parallel_runs(study, runs) == parallel
+    assert threads_per_worker(study, runs, cores) == threads
+    assert threads_per_worker(config(dask_address="tcp://x:8786"), runs, cores) is None
+
+
+def test_results_come_in_the_study_order():
+    def run(model, rate, roles):
+        spec = EVALUATED.spec.model_copy(update={"model": model, "learning_rate": rate})
+        return EVALUATED.model_copy(update={"trained": EVALUATED.trained.model_copy(update={"spec": spec}),
+                                            "roles": frozenset(roles)})
+
+    runs = [run("resnet_plain", 0.001, {"gradient"}), run("resnet", 0.01, {"sweep"}), run("dnn", 0.001, {"sweep"}),
+            run("dnn", 0.1, {"sweep"})]
+    ordered = study_order(runs, ("dnn", "convnet", "resnet", "resnet_plain"))
+    assert [(r.model, r.learning_rate) for r in ordered] == [("dnn", 0.1), ("dnn", 0.001), ("resnet", 0.01),
+                                                             ("resnet_plain", 0.001)]
+    assert all(isinstance(r, EvaluatedRun) for r in ordered)
+
+
+def _fake_finished_run(layout: ArtifactsLayout, spec) -> None:
+    """A run folder as training leaves it: files, and a manifest listing their hashes (no TensorFlow needed)."""
+    folder = layout.run(spec.run_id)
+    folder.path.mkdir(parents=True)
+    for path in (folder.model, folder.history, folder.gradients, folder.kernel_histograms):
+        path.write_bytes(f"{path.name} of {spec.run_id}".encode())
+    (folder.tensorboard / "train").mkdir(parents=True)
+    (folder.tensorboard / "train" / "events").write_bytes(b"events")
+    write_json(folder.manifest, {"parameters": spec.model_dump(mode="json"), "created_at": "2026-11-28T00:00:00Z",
+                                 "files": [path.name for path in folder.training_files],
+                                 "file_hashes": folder_hashes(folder)})
+
+
+def test_training_decisions_say_why(tmp_path):
+    layout = ArtifactsLayout.at(tmp_path)
+    (run,) = plan_runs(config(models=["dnn"], learning_rates=[0.01], gradient_models=[]), "data")
+    assert training_decision(run, layout, refresh=False).reason == "new"
+    _fake_finished_run(layout, run.spec)
+    decision = training_decision(run, layout, refresh=False)
+    assert (decision.action, decision.reason) == ("reused", "run folder complete and unchanged")
+    assert training_decision(run, layout, refresh=True).reason == "--refresh"
+
+    (longer,) = plan_runs(config(models=["dnn"], learning_rates=[0.01], gradient_models=[], epochs=12), "data")
+    assert training_decision(longer, layout, refresh=False).reason == "parameters changed (epochs)"
+    edited = longer.model_copy(update={"spec": run.spec.model_copy(update={
+        "code_files": {**run.spec.code_files, "mnist_models/architectures/dnn.py": "edited"}})})
+    reason = training_decision(edited, layout, refresh=False).reason
+    assert reason == "code changed (mnist_models/architectures/dnn.py)"
+    other_data = plan_runs(config(models=["dnn"], learning_rates=[0.01], gradient_models=[]), "other")[0]
+    assert training_decision(other_data, layout, refresh=False).reason == "data changed (data)"
+
+    layout.run(run.run_id).history.write_bytes(b"tampered")
+    decision = training_decision(run, layout, refresh=False)
+    assert decision.action == "recomputed" and "outputs missing or modified" in decision.reason
+    assert json.loads(layout.run(run.run_id).manifest.read_text())["parameters"]["model"] == "dnn"
