@@ -21,7 +21,7 @@ from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.provenance import Decision, StageKey, StageStore, code_closure, digest
 from mnist_models.records import PreparedData
-from tasks.caching import Ledger
+from tasks.caching import Ledger, write_decisions
 from tasks.data import download_idx, normalize_split, render_first_images, verify_idx, write_dataset_facts
 
 
@@ -80,9 +80,11 @@ def prepare_data(config: DataConfig = DataConfig()) -> PreparedData:
     ledger = Ledger(StageStore(layout.root), frozenset(config.refresh), get_run_logger().info)
     with artifacts_lock(layout.root):
         try:
-            return prepare(config, layout, ledger)
+            data = prepare(config, layout, ledger)
         except DataStageError as error:
-            return Failed(message=str(error))
+            return Failed(message=str(error))  # nothing half-written: no Parquet, no decisions table
+        write_decisions(ledger, layout.tables_dir)
+        return data
 
 
 def main(argv: list[str] | None = None) -> PreparedData:

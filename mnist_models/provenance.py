@@ -103,6 +103,14 @@ def _file_hash(path: Path, mtime_ns: int, size: int) -> str:
     return sha256_file(path)
 
 
+def package_files(package: str, *patterns: str) -> dict[str, str]:
+    """Relative path -> SHA-256 of a package's data files (templates, style sheets) matching the patterns."""
+    parent = _package_parent(package.split(".")[0])
+    directory = parent.joinpath(*package.split("."))
+    return {path.relative_to(parent).as_posix(): sha256_file(path)
+            for pattern in patterns for path in sorted(directory.glob(pattern))}
+
+
 def library_versions(distributions: Iterable[str]) -> dict[str, str]:
     """Major.minor version of each installed distribution (TensorFlow under either of its names)."""
     versions = {}

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pandas as pd
+
+from mnist_models import tables
 from mnist_models.provenance import Decision, StageKey, StageStore, decide
 
 T = TypeVar("T")
@@ -61,6 +64,16 @@ class Ledger:
     def has_decided(self, stage: str, item: str) -> bool:
         """Whether this run already logged a decision for the stage item."""
         return any(decision.stage == stage and decision.item == item for decision in self.decisions)
+
+
+DECISION_COLUMNS = ["stage", "item", "action", "reason"]
+
+
+def write_decisions(ledger: Ledger, tables_dir: Path) -> pd.DataFrame:
+    """This run's decisions as the cache_decisions table (Parquet, CSV, Markdown); returned too."""
+    decisions = pd.DataFrame([decision.model_dump() for decision in ledger.decisions], columns=DECISION_COLUMNS)
+    tables.write_table(decisions, tables_dir, "cache_decisions")
+    return decisions
 
 
 def _jsonable(value: Any) -> Any:

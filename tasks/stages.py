@@ -15,16 +15,13 @@ from mnist_models.config import StudyConfig
 from mnist_models.evaluation import StudyRuns
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, Decision, StageKey, code_closure,
-                                     digest, library_versions)
+                                     digest, library_versions, package_files)
 from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutcome, Scores, StudyResult, TrainedRun
 from mnist_models.training import read_manifest, trained_run
-from tasks.caching import Ledger
+from tasks.caching import Ledger, write_decisions
 from tasks.figures import render_figures
 from tasks.report import render_report
 from tasks.reporting import publish_artifacts, write_study_tables
-
-DECISION_COLUMNS = ["stage", "item", "action", "reason"]
-
 
 def reused_training(run: PlannedRun, layout: ArtifactsLayout) -> TrainedRun:
     """The record of a run whose folder was verified complete."""
@@ -95,7 +92,8 @@ def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLay
     report_inputs = [*(layout.table(name)["parquet"] for name in table_names), *figure_paths.values()]
     report_key = StageKey(parameters={"settings": config.report_settings(), "tables": table_names},
                           inputs={layout.relative(path).as_posix(): _hash(path) for path in report_inputs},
-                          code=code_closure("tasks.report"))
+                          code={**code_closure("tasks.report"),
+                                **package_files("mnist_models", "templates/*.j2", "report.css")})
     report_paths = ledger.stage(
         "report", "study", report_key,
         lambda: _written(layout, render_report(layout, table_names, figure_paths, config.report_settings()),
@@ -121,8 +119,7 @@ def _hash(path) -> str:
 
 def publish(layout: ArtifactsLayout, ledger: Ledger) -> None:
     """Write this run's cache_decisions table and publish every table and the report as Prefect artifacts."""
-    decisions = pd.DataFrame([decision.model_dump() for decision in ledger.decisions], columns=DECISION_COLUMNS)
-    tables.write_table(decisions, layout.tables_dir, "cache_decisions")
+    decisions = write_decisions(ledger, layout.tables_dir)
     reused = int((decisions["action"] == "reused").sum())
     get_run_logger().info(f"cache: {reused} reused, {len(decisions) - reused} recomputed "
                           f"(tables/cache_decisions.md says why)")

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from flows.full_study import full_study
+from mnist_models.config import StudyConfig
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,12 @@ def test_training_runs_on_a_dask_cluster(dask_cluster, tmp_path):
 
     with Client(dask_cluster.scheduler_address) as client:
         before = sum(client.run(lambda: 1).values())
-    result = full_study(artifacts_dir=str(tmp_path), profile="quick", models=["dnn"], learning_rates=[0.01],
-                        epochs=1, train_subset=300, gradient_models=[], dask_address=dask_cluster.scheduler_address)
+    result = full_study(StudyConfig(
+        artifacts_dir=tmp_path, profile="quick", models=["dnn"], learning_rates=[0.01], epochs=1, train_subset=300,
+        gradient_models=[], dask_address=dask_cluster.scheduler_address))
     assert before == 1
-    assert [run["model"] for run in result["runs"]] == ["dnn"]
-    run_dir = tmp_path / "runs" / result["runs"][0]["run_id"]
+    assert [run.model for run in result.runs] == ["dnn"]
+    run_dir = tmp_path / "runs" / result.runs[0].run_id
     assert (run_dir / "manifest.json").exists() and (run_dir / "predictions.parquet").exists()
     assert pd.read_parquet(tmp_path / "tables" / "summary.parquet")["accuracy"].iloc[0] > 0.3
     with Client(dask_cluster.scheduler_address) as client:

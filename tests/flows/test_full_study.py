@@ -1,8 +1,12 @@
-"""The full-study flow on tiny grids: caching behaviour, failure isolation, locking, bad input.
+"""The full-study flow on tiny grids: what is reused and why, failure isolation, locking, bad input.
 
 A run "trained" when its manifest was rewritten: that is what a user sees in artifacts/runs/.
+Source edits are made for real, in a copy of the project run as a user would (`python flows/...`).
 """
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,13 +15,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import mnist_models.training as training_lib
 from flows.full_study import full_study
+from mnist_models.config import StudyConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "mnist_mirror")
 
+REPOSITORY = Path(__file__).resolve().parents[2]
 TINY = {"models": ["dnn", "convnet"], "learning_rates": [0.01], "epochs": 1, "train_subset": 300,
         "gradient_models": [], "workers": 1, "profile": "quick"}
+TINY_OPTIONS = ["--profile", "quick", "--models", "dnn,convnet", "--learning-rates", "0.01", "--epochs", "1",
+                "--train-subset", "300", "--gradient-models", "", "--workers", "1"]
+
+
+def study(artifacts: Path, **overrides):
+    """Run the flow on the tiny grid (overrides on top) and return its final state."""
+    return full_study(StudyConfig(artifacts_dir=artifacts, **{**TINY, **overrides}), return_state=True)
 
 
 def manifests(artifacts: Path) -> dict[str, int]:
@@ -29,36 +41,50 @@ def trained(before: dict[str, int], after: dict[str, int]) -> set[str]:
     return {run for run, mtime in after.items() if before.get(run) != mtime}
 
 
+def decisions(artifacts: Path) -> pd.DataFrame:
+    return pd.read_parquet(artifacts / "tables" / "cache_decisions.parquet")
+
+
+def recomputed(artifacts: Path) -> dict[str, str]:
+    """'stage item' -> reason, for what the last run recomputed."""
+    table = decisions(artifacts)
+    table = table[table["action"] == "recomputed"]
+    return {f"{stage} {item}": reason for stage, item, reason in table[["stage", "item", "reason"]].values}
+
+
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, prefect_harness, mnist_dir):
+def first(tmp_path_factory, prefect_harness, mnist_dir):
     """One artifacts directory shared by the caching tests, which run in order."""
     artifacts = tmp_path_factory.mktemp("study")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MNIST_MIRROR", str(mnist_dir))
-        result = full_study(artifacts_dir=str(artifacts), **TINY)
-    return artifacts, result
+        state = study(artifacts)
+    assert state.is_completed(), state.message
+    return artifacts, state.result()
 
 
-def test_first_run_trains_evaluates_and_reports(study):
-    artifacts, result = study
-    assert len(manifests(artifacts)) == 2
+def test_first_run_trains_evaluates_and_reports(first):
+    artifacts, result = first
+    assert len(manifests(artifacts)) == 2 and [run.model for run in result.runs] == ["dnn", "convnet"]
     summary = pd.read_parquet(artifacts / "tables" / "summary.parquet")
     assert sorted(summary["model"]) == ["convnet", "dnn"]
     assert summary["accuracy"].between(0.1, 1).all()
     assert (summary["accuracy_low"] <= summary["accuracy"]).all() and (summary["accuracy"] <= summary["accuracy_high"]).all()
-    for name in ("accuracy_at_lr", "lr_sweep", "per_class_metrics", "confusion_matrices", "significance", "model_summary"):
+    for name in ("accuracy_at_lr", "lr_sweep", "per_class_metrics", "confusion_matrices", "significance",
+                 "model_summary", "cache_decisions"):
         for suffix in ("parquet", "csv", "md"):
             assert (artifacts / "tables" / f"{name}.{suffix}").exists(), f"{name}.{suffix}"
-    assert (artifacts / "report" / "report.html").exists()
-    assert (artifacts / "figures" / "roc_dnn.png").exists()
+    assert (artifacts / "report" / "report.html").exists() and (artifacts / "figures" / "roc_dnn.png").exists()
+    assert set(decisions(artifacts)["action"]) == {"recomputed"}
+    assert all(not path.is_absolute() for path in result.tables.values())
 
 
-def test_summary_accuracy_is_what_the_saved_model_scores(study):
+def test_summary_accuracy_is_what_the_saved_model_scores(first):
     import keras
 
     from mnist_models.data import load_split
 
-    artifacts, _ = study
+    artifacts, _ = first
     summary = pd.read_parquet(artifacts / "tables" / "summary.parquet").set_index("model")
     run_dir = artifacts / "runs" / summary.loc["dnn", "run_id"]
     test = load_split(artifacts / "data" / "mnist" / "test.parquet")
@@ -68,77 +94,210 @@ def test_summary_accuracy_is_what_the_saved_model_scores(study):
     assert (saved["predicted"].to_numpy() == predicted).all()
 
 
-def test_rerun_trains_nothing_and_rewrites_nothing(study):
-    artifacts, _ = study
+def test_rerun_reuses_every_stage_and_rewrites_nothing(first):
+    artifacts, _ = first
     before = manifests(artifacts)
-    outputs = sorted(p for p in artifacts.rglob("*") if p.is_file() and ".cache" not in p.parts and p.name != ".lock")
+    outputs = sorted(p for p in artifacts.rglob("*") if p.is_file() and ".cache" not in p.parts
+                     and p.name != ".lock" and not p.name.startswith("cache_decisions."))
     stamps = {path: path.stat().st_mtime_ns for path in outputs}
-    state = full_study(artifacts_dir=str(artifacts), **TINY, return_state=True)
-    assert state.is_completed()
+    assert study(artifacts).is_completed()
     assert trained(before, manifests(artifacts)) == set()
-    rewritten = [path for path in outputs if path.stat().st_mtime_ns != stamps[path]]
-    assert rewritten == []
+    assert [path for path in outputs if path.stat().st_mtime_ns != stamps[path]] == []
+    assert recomputed(artifacts) == {}
+    assert {"train", "evaluate", "tables", "figures", "report", "data"} == set(decisions(artifacts)["stage"])
 
 
-def test_adding_a_learning_rate_trains_only_the_new_runs(study):
-    artifacts, _ = study
+def test_no_file_under_the_artifacts_directory_is_a_pickle(first):
+    artifacts, _ = first
+    pickles = [path for path in artifacts.rglob("*") if path.is_file() and path.read_bytes()[:1] == b"\x80"
+               and path.suffix not in (".png", ".keras", ".parquet", ".gz")]
+    assert pickles == []
+    records = list((artifacts / ".cache").rglob("*.json"))
+    assert records and all(json.loads(path.read_text()) for path in records)
+
+
+def test_a_reused_run_still_publishes_its_tables_to_prefect(first):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts, _ = first
+    state = study(artifacts)
+    assert recomputed(artifacts) == {}
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    keys = {artifact.key for artifact in found}
+    assert {"summary", "lr-sweep", "cache-decisions", "study-report"} <= keys
+    summary = next(artifact for artifact in found if artifact.key == "summary")
+    assert {row["model"] for row in json.loads(summary.data)} == {"dnn", "convnet"}
+
+
+def test_a_tampered_table_and_a_deleted_report_are_rebuilt_without_retraining(first):
+    artifacts, _ = first
     before = manifests(artifacts)
-    full_study(artifacts_dir=str(artifacts), **{**TINY, "learning_rates": [0.01, 0.001]})
+    summary_csv = artifacts / "tables" / "summary.csv"
+    original = summary_csv.read_bytes()
+    summary_csv.write_bytes(original[:-2] + bytes([original[-2] ^ 1]) + original[-1:])
+    (artifacts / "report" / "report.md").unlink()
+    assert study(artifacts).is_completed()
+    assert trained(before, manifests(artifacts)) == set()
+    assert summary_csv.read_bytes() == original
+    assert (artifacts / "report" / "report.md").exists()
+    changed = recomputed(artifacts)
+    assert "outputs modified (tables/summary.csv)" in changed["tables study"]
+    assert "outputs missing (report/report.md)" in changed["report study"]
+    assert not any(key.startswith(("train ", "evaluate ")) for key in changed)
+
+
+def test_refresh_names_stages(first):
+    artifacts, _ = first
+    before = manifests(artifacts)
+    assert study(artifacts, refresh=["figures", "report"]).is_completed()
+    assert trained(before, manifests(artifacts)) == set()
+    assert recomputed(artifacts) == {"figures study": "--refresh", "report study": "--refresh"}
+
+
+def test_a_b_a_ends_with_a_s_tables_and_report(first):
+    artifacts, _ = first
+    runs_of_a = set(pd.read_parquet(artifacts / "tables" / "summary.parquet")["run_id"])
+    assert study(artifacts, models=["dnn"]).is_completed()
+    assert set(pd.read_parquet(artifacts / "tables" / "summary.parquet")["model"]) == {"dnn"}
+    assert study(artifacts).is_completed()
+    assert set(pd.read_parquet(artifacts / "tables" / "summary.parquet")["run_id"]) == runs_of_a
+    assert "convnet" in (artifacts / "report" / "report.md").read_text()
+    changed = recomputed(artifacts)
+    assert {"tables study", "figures study", "report study"} <= set(changed)
+    assert not any(key.startswith("train ") for key in changed)
+
+
+def test_adding_a_learning_rate_trains_only_the_new_runs(first):
+    artifacts, _ = first
+    before = manifests(artifacts)
+    assert study(artifacts, learning_rates=[0.01, 0.001]).is_completed()
     new = trained(before, manifests(artifacts))
     assert len(new) == 2 and all("-lr0.001-" in run for run in new)
+    assert {reason for key, reason in recomputed(artifacts).items() if key.startswith("train ")} == {"new"}
 
 
-def test_deleting_a_run_folder_retrains_only_that_run(study):
-    import shutil
-
-    artifacts, _ = study
+def test_deleting_a_run_folder_retrains_only_that_run(first):
+    artifacts, _ = first
     before = manifests(artifacts)
     victim = next(run for run in before if run.startswith("convnet-lr0.01-"))
     shutil.rmtree(artifacts / "runs" / victim)
-    full_study(artifacts_dir=str(artifacts), **TINY)
+    assert study(artifacts).is_completed()
     assert trained(before, manifests(artifacts)) == {victim}
 
 
-def test_editing_one_builder_retrains_only_that_model(study, monkeypatch):
-    artifacts, _ = study
-    before = manifests(artifacts)
-    original = training_lib.builder_code_hash
-    monkeypatch.setattr(training_lib, "builder_code_hash",
-                        lambda name: original(name) + ("-edited" if name == "convnet" else ""))
-    full_study(artifacts_dir=str(artifacts), **TINY)
-    new = trained(before, manifests(artifacts))
-    assert len(new) == 1 and next(iter(new)).startswith("convnet-lr0.01-")
+def test_moving_the_artifacts_directory_trains_and_evaluates_nothing(first, tmp_path):
+    artifacts, _ = first
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(artifacts, moved, symlinks=True)
+    (moved / ".lock").unlink(missing_ok=True)
+    before = manifests(moved)
+    state = study(moved)
+    assert state.is_completed()
+    assert trained(before, manifests(moved)) == set()
+    assert not any(key.startswith(("train ", "evaluate ", "tables", "figures", "report", "data"))
+                   for key in recomputed(moved))
 
 
-def test_refresh_retrains_everything(study):
-    artifacts, _ = study
+def test_refresh_retrains_everything(first):
+    artifacts, _ = first
     before = manifests(artifacts)
-    result = full_study(artifacts_dir=str(artifacts), **{**TINY, "refresh": True})
-    planned = {run["run_id"] for run in result["runs"]}
+    result = study(artifacts, refresh=True).result()
+    planned = {run.run_id for run in result.runs}
     assert len(planned) == 2 and planned <= set(before)
     assert trained(before, manifests(artifacts)) == planned
 
 
-def test_a_crashed_run_does_not_lose_the_others(tmp_path, monkeypatch):
-    real_train_run = training_lib.train_run
+def test_a_run_serving_the_sweep_and_the_gradient_experiment_trains_once_and_serves_both(tmp_path):
+    state = study(tmp_path, models=["resnet"], learning_rates=[0.001], epochs=1, gradient_models=["resnet_plain", "resnet"],
+                  gradient_epochs=1, train_subset=200)
+    assert state.is_completed(), state.message
+    assert len(manifests(tmp_path)) == 2
+    summary = pd.read_parquet(tmp_path / "tables" / "summary.parquet")
+    resnet = summary[summary["model"] == "resnet"]
+    assert resnet[["role", "roles"]].values.tolist() == [["sweep", "sweep,gradient"]]
+    assert pd.read_parquet(tmp_path / "tables" / "lr_sweep.parquet")["model"].tolist() == ["resnet"]
+    assert set(pd.read_parquet(tmp_path / "tables" / "gradient_norms.parquet")["model"]) == {"resnet", "resnet_plain"}
+    assert (tmp_path / "figures" / "gradient_norms.png").exists() and (tmp_path / "figures" / "roc_resnet.png").exists()
 
-    def crash_convnet(spec, *args, **kwargs):
-        if spec.model == "convnet":
-            raise RuntimeError("simulated out-of-memory in convnet")
-        return real_train_run(spec, *args, **kwargs)
+    # Planned later as a gradient-only run, the same training is reused and its evaluation too.
+    assert study(tmp_path, models=["dnn"], learning_rates=[0.001], epochs=1, gradient_models=["resnet_plain", "resnet"],
+                 gradient_epochs=1, train_subset=200).is_completed()
+    assert not any(key.startswith("evaluate resnet") for key in recomputed(tmp_path))
 
-    monkeypatch.setattr(training_lib, "train_run", crash_convnet)
-    state = full_study(artifacts_dir=str(tmp_path), **TINY, return_state=True)
-    assert state.is_failed()
-    assert "1 of 2 runs failed" in state.message and "simulated out-of-memory in convnet" in state.message
-    assert [path.parent.name.split("-")[0] for path in (tmp_path / "runs").glob("*/manifest.json")] == ["dnn"]
-    assert pd.read_parquet(tmp_path / "tables" / "summary.parquet")["model"].tolist() == ["dnn"]
 
-    monkeypatch.setattr(training_lib, "train_run", real_train_run)
-    before = manifests(tmp_path)
-    assert full_study(artifacts_dir=str(tmp_path), **TINY, return_state=True).is_completed()
-    new = trained(before, manifests(tmp_path))
+# --------------------------------------------------------------------------- a copy of the project
+
+
+@pytest.fixture
+def project_copy(tmp_path, mnist_dir):
+    """The repository's source copied to tmp_path/project, and a runner of its CLI (cwd elsewhere)."""
+    copy = tmp_path / "project"
+    shutil.copytree(REPOSITORY, copy, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "artifacts", "*.egg-info", "__pycache__", ".pytest_cache", "benchmarks", "docs"))
+    environment = {**os.environ, "PYTHONPATH": str(copy), "MNIST_MIRROR": str(mnist_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment.pop("PREFECT_API_URL", None)  # each CLI run starts its own temporary server, as a user's does
+    environment["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(copy / "flows" / "full_study.py"), *TINY_OPTIONS, *arguments],
+                              capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=600)
+
+    return copy, run
+
+
+def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, tmp_path):
+    copy, run = project_copy
+    artifacts = tmp_path / "artifacts"
+    completed = run("--artifacts-dir", str(artifacts))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    before = manifests(artifacts)
+
+    with open(copy / "mnist_models" / "architectures" / "convnet.py", "a") as source:
+        source.write("\n# a comment changes the file's hash\n")
+    completed = run("--artifacts-dir", str(artifacts))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    new = trained(before, manifests(artifacts))
+    assert len(new) == 1 and next(iter(new)).startswith("convnet-lr0.01-")
+    changed = recomputed(artifacts)
+    (reason,) = [reason for key, reason in changed.items() if key.startswith("train ")]
+    assert reason == "code changed (mnist_models/architectures/convnet.py)"
+    assert "recomputed (code changed (mnist_models/architectures/convnet.py))" in completed.stdout + completed.stderr
+
+    before = manifests(artifacts)
+    with open(copy / "mnist_models" / "report.py", "a") as source:
+        source.write("\n# another comment\n")
+    completed = run("--artifacts-dir", str(artifacts))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert trained(before, manifests(artifacts)) == set()
+    assert recomputed(artifacts) == {"report study": "code changed (mnist_models/report.py)"}
+
+
+def test_a_crashed_run_does_not_lose_the_others(project_copy, tmp_path):
+    copy, run = project_copy
+    builder = copy / "mnist_models" / "architectures" / "convnet.py"
+    original = builder.read_text()
+    # The edited builder fails the way an out-of-memory convnet would; dnn's runs are untouched.
+    builder.write_text(original + "\n\ndef build_convnet(*args, **kwargs):\n"
+                       "    raise MemoryError('simulated out-of-memory in convnet')\n")
+    artifacts = tmp_path / "artifacts"
+    completed = run("--artifacts-dir", str(artifacts))
+    assert completed.returncode == 1
+    assert "1 of 2 runs failed" in completed.stderr and "simulated out-of-memory in convnet" in completed.stderr
+    assert [name.split("-")[0] for name in manifests(artifacts)] == ["dnn"]
+    assert pd.read_parquet(artifacts / "tables" / "summary.parquet")["model"].tolist() == ["dnn"]
+
+    builder.write_text(original)
+    before = manifests(artifacts)
+    completed = run("--artifacts-dir", str(artifacts))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    new = trained(before, manifests(artifacts))
     assert len(new) == 1 and next(iter(new)).startswith("convnet-")
+
+
+# --------------------------------------------------------------------------- locking and bad input
 
 
 def test_a_second_run_on_the_same_artifacts_directory_fails_clearly(tmp_path):
@@ -151,7 +310,7 @@ def test_a_second_run_on_the_same_artifacts_directory_fails_clearly(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
-        state = full_study(artifacts_dir=str(tmp_path), **TINY, return_state=True)
+        state = study(tmp_path)
         assert state.is_failed() and "is in use by pid" in state.message
         assert time.monotonic() - started < 30
         assert not (tmp_path / "runs").exists()
@@ -160,11 +319,9 @@ def test_a_second_run_on_the_same_artifacts_directory_fails_clearly(tmp_path):
         holder.wait()
 
 
-def test_bad_parameters_fail_before_any_work(tmp_path):
-    for bad, message in (({"models": ["vgg"]}, "unknown model 'vgg'"), ({"learning_rates": [-1.0]}, "learning rate -1.0"),
-                         ({"epochs": 0}, "invalid epochs"), ({"workers": 0}, "invalid workers")):
-        state = full_study(artifacts_dir=str(tmp_path / "out"), **{**TINY, **bad}, return_state=True)
-        assert state.is_failed() and message in state.message
+def test_bad_parameters_from_the_api_fail_the_flow_run_before_any_work(tmp_path):
+    state = full_study({"artifacts_dir": str(tmp_path / "out"), "epochs": 0}, return_state=True)
+    assert state.is_failed() and "epochs" in state.message
     assert not (tmp_path / "out").exists()
 
 
@@ -176,13 +333,15 @@ def test_bad_parameters_fail_before_any_work(tmp_path):
         (["--learning-rates", "0"], "learning rate 0.0 is invalid"),
         (["--epochs", "0"], "invalid epochs"),
         (["--workers", "0"], "invalid workers"),
+        (["--seed", "-1"], "invalid seed: must be in [0, 2**32)"),
+        (["--refresh", "everything"], "unknown stage(s) 'everything'"),
         (["--models", "", "--gradient-models", ""], "the training grid is empty"),
     ],
 )
 def test_cli_rejects_bad_input_with_one_message(arguments, message, tmp_path):
     completed = subprocess.run(
         [sys.executable, "flows/full_study.py", "--artifacts-dir", str(tmp_path / "out"), *arguments],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120,
+        capture_output=True, text=True, cwd=REPOSITORY, timeout=120,
     )
     assert completed.returncode != 0
     assert message in completed.stderr
@@ -190,24 +349,31 @@ def test_cli_rejects_bad_input_with_one_message(arguments, message, tmp_path):
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_nightly_run_keeps_history_and_champions_and_gates_regressions(tmp_path):
-    import json
+def test_cli_help_lists_every_configuration_field_with_its_default():
+    completed = subprocess.run([sys.executable, "flows/full_study.py", "--help"], capture_output=True, text=True,
+                               cwd=REPOSITORY, timeout=120)
+    assert completed.returncode == 0
+    for name in StudyConfig.model_fields:
+        flag = "--mirror" if name == "mirrors" else "--" + name.replace("_", "-")
+        assert flag in completed.stdout, flag
+    assert "(default: 0.005)" in completed.stdout and "(default: 10)" in completed.stdout
 
-    nightly = {**TINY, "models": ["dnn"], "nightly": True}
-    result = full_study(artifacts_dir=str(tmp_path), **nightly)
+
+def test_nightly_run_keeps_history_and_champions_and_gates_regressions(tmp_path):
+    result = study(tmp_path, models=["dnn"], nightly=True).result()
     seed = int(time.strftime("%Y%m%d", time.gmtime()))
-    assert result["runs"][0]["seed"] == seed
+    assert result.runs[0].spec.seed == seed
     history = pd.read_parquet(tmp_path / "tables" / "history.parquet")
     assert history[["model", "seed"]].values.tolist() == [["dnn", seed]]
     assert (tmp_path / "figures" / "history.png").exists()
     champion = tmp_path / "models" / "champion"
-    assert json.loads((champion / "dnn.json").read_text())["run_id"] == result["runs"][0]["run_id"]
+    assert json.loads((champion / "dnn.json").read_text())["run_id"] == result.runs[0].run_id
 
     # A champion far better than tonight's model: the gate fails the run and keeps the champion.
     record = json.loads((champion / "dnn.json").read_text())
     (champion / "dnn.json").write_text(json.dumps({**record, "accuracy": 0.999, "run_id": "legendary"}))
-    state = full_study(artifacts_dir=str(tmp_path), **nightly, return_state=True)
+    state = study(tmp_path, models=["dnn"], nightly=True)
     assert state.is_failed()
     assert "regression gate failed" in state.message and "dnn" in state.message and "0.9990" in state.message
     assert json.loads((champion / "dnn.json").read_text())["run_id"] == "legendary"
-    assert len(pd.read_parquet(tmp_path / "tables" / "history.parquet")) == 2
+    assert len(pd.read_parquet(tmp_path / "tables" / "history.parquet")) == 1  # one row per model per night

@@ -11,69 +11,53 @@ import gzip
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL
 
 from flows.prepare_data import prepare_data
+from mnist_models.config import DataConfig
+from mnist_models.records import PreparedData
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CORRUPTED = "t10k-labels-idx1-ubyte.gz"
-# Task runs of one prepare_data run: 4 verify_idx, 4 download_idx, 2 normalize_split, facts, figure.
-TASK_RUNS_PER_FLOW_RUN = 12
 
 
-def _task_run_states(flow_run_id, timeout: float = 20.0) -> dict[str, list[str]]:
-    """State names of a flow run's task runs, by task name, once every task run is final."""
-    flow_run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
-            task_runs = client.read_task_runs(flow_run_filter=flow_run_filter)
-            settled = len(task_runs) >= TASK_RUNS_PER_FLOW_RUN and all(
-                run.state is not None and run.state.is_final() for run in task_runs
-            )
-            if settled or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    states: dict[str, list[str]] = {}
-    for run in task_runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name if run.state else "none")
-    return {name: sorted(names) for name, names in states.items()}
-
-
-def _run(artifacts: Path, mirror: Path) -> dict[str, list[str]]:
-    state = prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mirror)], return_state=True)
+def _run(artifacts: Path, mirror, **values) -> PreparedData:
+    state = prepare_data(DataConfig(artifacts_dir=artifacts, mirrors=[str(mirror)], **values), return_state=True)
     assert state.is_completed(), state.message
-    return _task_run_states(state.state_details.flow_run_id)
+    return state.result()
+
+
+def _decisions(artifacts: Path) -> dict[str, tuple[str, str]]:
+    """'item' -> (action, reason) of the last run's data-stage decisions."""
+    table = pd.read_parquet(artifacts / "tables" / "cache_decisions.parquet")
+    return {item: (action, reason) for item, action, reason in table[["item", "action", "reason"]].values}
 
 
 @pytest.fixture(scope="module")
 def prepared(prefect_harness, mnist_dir, tmp_path_factory):
-    """One first run of the flow into a fresh artifacts directory: (artifacts, result, task-run states)."""
+    """One first run of the flow into a fresh artifacts directory: (artifacts, result, decisions)."""
     artifacts = tmp_path_factory.mktemp("artifacts")
-    state = prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mnist_dir)], return_state=True)
-    assert state.is_completed(), state.message
-    return artifacts, state.result(), _task_run_states(state.state_details.flow_run_id)
+    result = _run(artifacts, mnist_dir)
+    return artifacts, result, _decisions(artifacts)
 
 
 # --------------------------------------------------------------------------- in-process runs
 
 
 def test_first_run_writes_every_output(prepared, mnist_dir):
-    artifacts, result, states = prepared
+    artifacts, result, decisions = prepared
     data_dir = artifacts / "data" / "mnist"
 
-    assert result["train"] == str(data_dir / "train.parquet")
-    assert result["test"] == str(data_dir / "test.parquet")
+    assert result.train == Path("data/mnist/train.parquet") and result.test == Path("data/mnist/test.parquet")
     assert pq.read_metadata(data_dir / "train.parquet").num_rows == 60000
     assert pq.read_metadata(data_dir / "test.parquet").num_rows == 10000
     assert sorted(path.name for path in (data_dir / "raw").iterdir()) == sorted(
@@ -81,28 +65,31 @@ def test_first_run_writes_every_output(prepared, mnist_dir):
     for suffix in ("parquet", "csv", "md"):
         assert (artifacts / "tables" / f"dataset_facts.{suffix}").stat().st_size > 0
     assert "images,60000,10000,70000" in (artifacts / "tables" / "dataset_facts.csv").read_text().splitlines()
-    figure = artifacts / "figures" / "first_25_images.png"
-    assert result["first_25_images"] == str(figure)
-    assert figure.read_bytes()[:8] == PNG_SIGNATURE
-    assert states == {
-        "verify_idx": ["Completed"] * 4, "download_idx": ["Completed"] * 4, "normalize_split": ["Completed"] * 2,
-        "write_dataset_facts": ["Completed"], "render_first_images": ["Completed"],
-    }
+    assert (artifacts / "figures" / "first_25_images.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert {action for action, _ in decisions.values()} == {"recomputed"} and len(decisions) == 8
+    assert decisions[f"mnist/raw/{CORRUPTED}"][1] == "missing or failed verification"
+    assert decisions["mnist/train.parquet"][1] == "new"
 
 
-def test_second_run_is_cached_and_rewrites_nothing(prepared, mnist_dir):
+def test_second_run_reuses_everything_and_rewrites_nothing(prepared, mnist_dir):
     artifacts, first_result, _ = prepared
     outputs = [artifacts / "data" / "mnist" / "train.parquet", artifacts / "data" / "mnist" / "test.parquet",
                artifacts / "tables" / "dataset_facts.parquet", artifacts / "figures" / "first_25_images.png"]
     before = {path: path.stat().st_mtime_ns for path in outputs}
 
-    states = _run(artifacts, mnist_dir)
+    assert _run(artifacts, mnist_dir) == first_result
 
-    assert states["download_idx"] == ["Cached"] * 4
-    assert states["normalize_split"] == ["Cached"] * 2
-    assert states["write_dataset_facts"] == ["Cached"]
-    assert states["render_first_images"] == ["Cached"]
+    assert {action for action, _ in _decisions(artifacts).values()} == {"reused"}
     assert {path: path.stat().st_mtime_ns for path in outputs} == before
+
+
+def test_verified_raw_files_need_no_mirror(prepared):
+    artifacts, first_result, _ = prepared
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    assert _run(artifacts, closed) == first_result
+    assert _decisions(artifacts)[f"mnist/raw/{CORRUPTED}"] == ("reused", "verified against its published checksum")
 
 
 def test_deleted_parquet_reruns_only_its_normalization(prepared, mnist_dir):
@@ -111,12 +98,10 @@ def test_deleted_parquet_reruns_only_its_normalization(prepared, mnist_dir):
     test_mtime = test.stat().st_mtime_ns
     train.unlink()
 
-    states = _run(artifacts, mnist_dir)
+    _run(artifacts, mnist_dir)
 
-    assert states["normalize_split"] == ["Cached", "Completed"]
-    assert states["download_idx"] == ["Cached"] * 4
-    assert states["write_dataset_facts"] == ["Cached"]
-    assert states["render_first_images"] == ["Cached"]
+    recomputed = {item: reason for item, (action, reason) in _decisions(artifacts).items() if action == "recomputed"}
+    assert recomputed == {"mnist/train.parquet": "outputs missing (data/mnist/train.parquet)"}
     assert pq.read_metadata(train).num_rows == 60000
     assert test.stat().st_mtime_ns == test_mtime
 
@@ -130,7 +115,7 @@ def test_corrupted_mirror_file_fails_with_checksum_message_and_no_parquet(prefec
     (mirror / CORRUPTED).write_bytes(gzip.compress(bytes(content)))
     artifacts = tmp_path / "artifacts"
 
-    state = prepare_data(artifacts_dir=str(artifacts), mirrors=[str(mirror)], return_state=True)
+    state = prepare_data(DataConfig(artifacts_dir=artifacts, mirrors=[str(mirror)]), return_state=True)
     assert state.is_failed()
     assert re.search(f"checksum mismatch for {CORRUPTED} from .*/mirror/{CORRUPTED}", state.message)
     assert "expected 27ae3e4e09519cfbb04c329615203637" in state.message
@@ -244,11 +229,10 @@ def test_cli_refuses_a_corrupted_mirror_with_the_checksum_message(prefect_harnes
 
 def test_fashion_mnist_goes_through_the_same_stage_with_its_own_checksums(prefect_harness, tmp_path, mnist_dir):
     fashion_dir = mnist_dir.parent / "fashion-mnist"
-    result = prepare_data(dataset="fashion-mnist", artifacts_dir=str(tmp_path), mirrors=[str(fashion_dir)])
-    train = pq.read_table(result["train"])
-    assert train.num_rows == 60000 and Path(result["train"]).parent == tmp_path / "data" / "fashion-mnist"
+    result = _run(tmp_path, fashion_dir, dataset="fashion-mnist")
+    train = pq.read_table(tmp_path / result.train)
+    assert train.num_rows == 60000 and result.train.parent == Path("data/fashion-mnist")
     assert sorted(set(train.column("label").to_pylist())) == list(range(10))
     # The same files offered as MNIST fail MNIST's checksums.
-    state = prepare_data(dataset="mnist", artifacts_dir=str(tmp_path / "wrong"), mirrors=[str(fashion_dir)],
-                         return_state=True)
+    state = prepare_data(DataConfig(artifacts_dir=tmp_path / "wrong", mirrors=[str(fashion_dir)]), return_state=True)
     assert state.is_failed() and "checksum mismatch" in state.message

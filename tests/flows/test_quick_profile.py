@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 
 from flows.full_study import full_study
+from mnist_models import outputs
+from mnist_models.config import StudyConfig
 
-TABLES = ("dataset_facts", "model_summary", "accuracy_at_lr", "lr_sweep", "per_class_metrics", "summary",
-          "confusion_matrices", "significance")
-FIGURES = ("first_25_images", "kernel_histograms", "gradient_norms", "accuracy_curves", "lr_sweep_heatmap",
-           *(f"{kind}_{model}" for kind in ("roc", "f1", "confusion") for model in ("dnn", "convnet", "resnet")))
+# From the registry: every table of the data and study stages, every figure it declares.
+TABLES = [spec.name for spec in outputs.TABLES.values() if spec.stage != "nightly"]
+FIGURES = ("first_25_images", *(spec.name.format(model=model) for spec in outputs.FIGURES.values()
+                                for model in (("dnn", "convnet", "resnet") if spec.per_model else ("",))))
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +21,14 @@ def quick_study(tmp_path_factory, prefect_harness, mnist_dir):
     started = time.monotonic()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MNIST_MIRROR", str(mnist_dir))
-        result = full_study(profile="quick", artifacts_dir=str(artifacts))
+        result = full_study(StudyConfig(profile="quick", artifacts_dir=artifacts))
     print(f"quick profile: {time.monotonic() - started:.1f} s")
     return artifacts, result
 
 
 def test_quick_profile_writes_every_table_figure_and_the_report(quick_study):
     artifacts, result = quick_study
+    assert len(TABLES) == 9 and len(FIGURES) == 14
     for name in TABLES:
         for suffix in ("parquet", "csv", "md"):
             assert (artifacts / "tables" / f"{name}.{suffix}").stat().st_size > 0, f"{name}.{suffix}"
@@ -34,7 +37,7 @@ def test_quick_profile_writes_every_table_figure_and_the_report(quick_study):
     report = (artifacts / "report" / "report.md").read_text()
     assert "## " in report and "Conclusion" in report
     assert (artifacts / "report" / "report.html").stat().st_size > 100_000  # images are embedded
-    assert len(result["runs"]) == 8
+    assert len(result.runs) == 8
 
 
 def test_quick_profile_tables_hold_the_grid(quick_study):

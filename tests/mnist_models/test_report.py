@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mnist_models import metrics, report
+from mnist_models import evaluation, metrics, outputs
 from mnist_models.report import ReportContext, build_report_html, build_report_markdown, write_report
 
 MODELS = ("dnn", "convnet", "resnet")
@@ -105,7 +105,7 @@ def _model_summary() -> pd.DataFrame:
     return pd.concat([table, total_rows], ignore_index=True)
 
 
-def _gradient_pair(target_plain: float = 0.004, target_residual: float = 0.011, epochs: int = 4) -> pd.DataFrame:
+def _gradient_norms(target_plain: float = 0.004, target_residual: float = 0.011, epochs: int = 4) -> pd.DataFrame:
     rows = []
     for model, layers in GRADIENT_LAYERS.items():
         for epoch in range(epochs + 1):
@@ -119,7 +119,7 @@ def _gradient_pair(target_plain: float = 0.004, target_residual: float = 0.011, 
 
 
 def synthetic_tables() -> dict[str, pd.DataFrame]:
-    """Every table the report reads, for dnn/convnet/resnet over four learning rates plus the gradient pair."""
+    """Every table the report reads, for dnn/convnet/resnet over four learning rates plus the gradient experiment."""
     rng = np.random.default_rng(7)
     vectors = correct_vectors()
     sweep = {model: dict(rates) for model, rates in SWEEP.items()}
@@ -136,14 +136,14 @@ def synthetic_tables() -> dict[str, pd.DataFrame]:
                 "accuracy_low": accuracy - 0.0019, "accuracy_high": accuracy + 0.0018,
                 "loss": 2.301 if accuracy < 0.2 else 0.05 + (1 - accuracy),
                 "macro_f1": accuracy - 0.0004, "macro_auc": min(0.9999, 0.5 + accuracy / 2), "map": accuracy - 0.001,
-                "parameters": 15866, "train_seconds": 61.5, "role": "sweep",
+                "parameters": 15866, "train_seconds": 61.5, "role": "sweep", "roles": "sweep",
             })
     for model in GRADIENT_LAYERS:
         summary_rows.append({
             "run_id": f"{model}-lr0.001-e4-s42-def456", "model": model, "learning_rate": 0.001, "epochs": 4,
             "seed": 42, "accuracy": 0.9871, "accuracy_low": 0.9848, "accuracy_high": 0.9892, "loss": 0.041,
             "macro_f1": 0.9869, "macro_auc": 0.9998, "map": 0.9981, "parameters": 264906, "train_seconds": 80.2,
-            "role": "gradient",
+            "role": "gradient", "roles": "gradient",
         })
     summary = pd.DataFrame(summary_rows)
 
@@ -161,7 +161,7 @@ def synthetic_tables() -> dict[str, pd.DataFrame]:
     accuracy_at_lr = at_reference[
         ["model", "learning_rate", "epochs", "accuracy", "accuracy_low", "accuracy_high"]
     ].reset_index(drop=True)
-    accuracy_at_lr["study_accuracy"] = [report.STUDY_TABLE_2_1[model] for model in accuracy_at_lr["model"]]
+    accuracy_at_lr["study_accuracy"] = [evaluation.STUDY_TABLE_2_1[model] for model in accuracy_at_lr["model"]]
 
     lr_sweep = pd.DataFrame(
         [{"model": model, **{f"lr {rate:g}": sweep[model][rate] for rate in LEARNING_RATES}} for model in MODELS]
@@ -186,7 +186,7 @@ def synthetic_tables() -> dict[str, pd.DataFrame]:
         "summary": summary,
         "per_class_metrics": pd.DataFrame(per_class_rows),
         "significance": significance,
-        "gradient_pair": _gradient_pair(),
+        "gradient_norms": _gradient_norms(),
     }
 
 
@@ -319,7 +319,7 @@ def test_conclusion_states_significant_and_non_significant_pairs(tables, figures
 
 def test_conclusion_reports_the_gradient_ratio(tables, figures, report_dir):
     conclusion = _section(build_report_markdown(_context(tables, figures), report_dir), "## 7. Conclusion")
-    gradients = tables["gradient_pair"]
+    gradients = tables["gradient_norms"]
     target = gradients[gradients["layer"] == "target_layer"].groupby("model")["gradient_norm"].mean()
     ratio = target["resnet"] / target["resnet_plain"]
     assert f"a ratio of {ratio:.2f}, so the shortcut increased the gradient" in conclusion
@@ -328,15 +328,15 @@ def test_conclusion_reports_the_gradient_ratio(tables, figures, report_dir):
 def test_changing_the_numbers_changes_the_conclusion(tables, figures, report_dir):
     before = _section(build_report_markdown(_context(tables, figures), report_dir), "## 7. Conclusion")
 
-    accuracy = tables["accuracy_at_lr"].copy()
-    accuracy.loc[accuracy["model"] == "dnn", ["accuracy", "accuracy_low", "accuracy_high"]] = [0.99517, 0.9937, 0.9965]
-    sweep = tables["lr_sweep"].copy()
-    sweep["lr 0.1"] = [0.8812, 0.9105, 0.9033]
+    # The report reads every accuracy from the long-form summary, the one table the others derive from.
+    summary = tables["summary"].copy()
+    dnn_reference = (summary["model"] == "dnn") & (summary["role"] == "sweep") & np.isclose(summary["learning_rate"], 0.001)
+    summary.loc[dnn_reference, ["accuracy", "accuracy_low", "accuracy_high"]] = [0.99517, 0.9937, 0.9965]
+    summary.loc[np.isclose(summary["learning_rate"], 0.1), "accuracy"] = [0.8812, 0.9105, 0.9033]
     tables.update(
-        accuracy_at_lr=accuracy,
-        lr_sweep=sweep,
+        summary=summary,
         significance=tables["significance"].assign(significant=False),
-        gradient_pair=_gradient_pair(target_plain=0.02, target_residual=0.01),
+        gradient_norms=_gradient_norms(target_plain=0.02, target_residual=0.01),
     )
     after = _section(build_report_markdown(_context(tables, figures), report_dir), "## 7. Conclusion")
 
@@ -355,6 +355,10 @@ def test_scale_caveat_appears_only_when_the_run_trained_less_than_the_study(tabl
     assert "whereas the study trained" not in full
     quick = build_report_markdown(_context(tables, figures, {**SETTINGS, "train_subset": 2000}), report_dir)
     assert "This run trained for a 2,000-image training subset, whereas the study trained" in quick
+    tables["summary"] = tables["summary"].assign(epochs=np.where(tables["summary"]["model"] == "dnn", 1, 2))
+    short = build_report_markdown(_context(tables, figures, {**SETTINGS, "train_subset": 2000}), report_dir)
+    assert "This run trained for 1 or 2 epochs on a 2,000-image training subset, whereas the study trained" in short
+    assert _section(short, "## 7. Conclusion").count("whereas the study trained") == 1
 
 
 # --------------------------------------------------------------------------- graceful degradation
@@ -379,7 +383,7 @@ def test_one_model_run_degrades_with_sentences(tables, figures, report_dir):
         "summary": tables["summary"][tables["summary"]["model"] == "dnn"],
         "per_class_metrics": tables["per_class_metrics"][tables["per_class_metrics"]["model"] == "dnn"],
         "significance": tables["significance"].iloc[0:0],
-        "gradient_pair": pd.DataFrame(columns=["model", "epoch", "layer", "gradient_norm"]),
+        "gradient_norms": pd.DataFrame(columns=["model", "epoch", "layer", "gradient_norm"]),
     }
     text = build_report_markdown(_context(only_dnn, {}), report_dir)
     for heading in SECTION_HEADINGS:
@@ -399,10 +403,31 @@ def test_tables_absent_altogether_still_give_a_report(report_dir):
     assert "The run recorded no settings." in text
 
 
-def test_gradient_table_under_its_pipeline_name_is_read(tables, figures, report_dir):
-    tables["gradient_norms"] = tables.pop("gradient_pair")
+def test_a_run_serving_the_sweep_and_the_gradient_experiment_counts_in_the_sweep(tables, figures, report_dir):
+    summary = tables["summary"]
+    summary = summary[summary["run_id"] != "resnet-lr0.001-e4-s42-def456"]  # the sweep run serves both
+    both = summary["run_id"] == "resnet-lr0.001-e10-s42-abc123"
+    tables["summary"] = summary.assign(roles=np.where(both, "sweep,gradient", summary["roles"]))
     text = build_report_markdown(_context(tables, figures), report_dir)
-    assert "so the shortcut increased the gradient" in text
+    performance = _section(text, "## 6. Performance")
+    assert "| resnet | sweep, gradient | 0.001 | 10 | 0.9913 |" in performance
+    assert "| resnet | gradient |" not in performance
+    assert "| resnet | this run | 0.0980 | 0.9633 | 0.9913 | 0.9896 |" in _section(text, "## 5. Model selection")
+    assert "the most accurate model is **resnet** with test accuracy 0.9913" in text
+
+
+def test_report_ignores_the_wide_tables_and_reads_the_summary(tables, figures, report_dir):
+    before = build_report_markdown(_context(tables, figures), report_dir)
+    tables["lr_sweep"] = tables["lr_sweep"].rename(columns={"lr 0.1": "lr 0.5"}).assign(**{"lr 0.5": 0.0})
+    tables["accuracy_at_lr"] = tables["accuracy_at_lr"].assign(accuracy=0.5)
+    assert build_report_markdown(_context(tables, figures), report_dir) == before
+
+
+def test_method_section_lists_the_registry_tables_the_run_provided(tables, figures, report_dir):
+    method = _section(build_report_markdown(_context(tables, figures), report_dir), "## How this report was made")
+    listed = re.findall(r"^\| `(\w+)` \| (.+) \|$", method, flags=re.MULTILINE)
+    assert [name for name, _ in listed] == [name for name in outputs.TABLES if name in tables]
+    assert dict(listed)["significance"] == outputs.TABLES["significance"].description
 
 
 def test_table_missing_a_column_raises_a_clear_error(tables, figures, report_dir):

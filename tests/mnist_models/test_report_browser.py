@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnist_models import plots
+from mnist_models import evaluation, outputs, plots
 from mnist_models.report import ReportContext, write_report
 
 # tests/ has no __init__.py, so pytest puts it on sys.path: its helpers import by module name.
@@ -32,8 +32,8 @@ def _render_figures(tables: dict[str, pd.DataFrame], directory: Path) -> dict[st
         figures[name] = plots.save_figure(figure, directory / f"{name}.png")
 
     save("first_25_images", plots.plot_first_images(rng.uniform(0, 1, (25, 28, 28)), rng.integers(0, 10, 25)))
-    gradients = tables["gradient_pair"]
-    variants = {"resnet_plain": "without shortcut (resnet_plain)", "resnet": "with shortcut (resnet)"}
+    gradients = tables["gradient_norms"]
+    variants = {model: outputs.variant_label(model) for model in dict.fromkeys(gradients["model"])}
     histograms = {}
     for model, label in variants.items():
         weights, frames = rng.normal(0, 0.1, 288), []
@@ -53,7 +53,8 @@ def _render_figures(tables: dict[str, pd.DataFrame], directory: Path) -> dict[st
         for model in MODELS
     }))
     summary = tables["summary"]
-    save("lr_sweep_heatmap", plots.plot_lr_sweep_heatmap(summary[summary["role"] == "sweep"]))
+    save("lr_sweep_heatmap", plots.plot_lr_sweep_heatmap(evaluation.sweep_runs(summary)))
+    representative = evaluation.representative_runs(summary)
 
     labels = np.repeat(np.arange(10), 40)
     per_class = tables["per_class_metrics"]
@@ -65,9 +66,7 @@ def _render_figures(tables: dict[str, pd.DataFrame], directory: Path) -> dict[st
         confusion = np.zeros((10, 10), dtype=int)
         np.add.at(confusion, (labels, predicted), 1)
         save(f"roc_{model}", plots.plot_roc_curves(labels, probabilities, f"ROC one-vs-rest: {model}"))
-        sweep_run = summary[(summary["model"] == model) & (summary["role"] == "sweep")
-                            & np.isclose(summary["learning_rate"], 0.001)]["run_id"].item()
-        rows = per_class[per_class["run_id"] == sweep_run]
+        rows = per_class[per_class["run_id"] == representative[model]]
         save(f"f1_{model}", plots.plot_f1_per_class(rows, f"Per-class precision, recall, F1: {model}"))
         save(f"confusion_{model}", plots.plot_confusion_matrix(confusion, f"Confusion matrix: {model}"))
     return figures
