@@ -91,9 +91,13 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> S
     to_train = [run_id for run_id, decision in training.items() if decision.action == "recomputed"]
     scores = stages.stored_scores(planned, to_train, data, layout, ledger)
     logger.info(f"{len(planned)} runs planned, {len(to_train)} to train, {len(planned) - len(to_train)} already done")
-    threads = planning.threads_per_worker(config, len(to_train), os.cpu_count() or 1)
-    outcomes = train_grid.with_options(task_runner=task_runner_for(config, len(to_train) + len(scores)))(
-        planned, to_train, [run.run_id for run in planned if run.run_id not in scores], data, layout, threads)
+    to_evaluate = [run.run_id for run in planned if run.run_id not in scores]
+    if to_evaluate:
+        threads = planning.threads_per_worker(config, len(to_train), os.cpu_count() or 1)
+        outcomes = train_grid.with_options(task_runner=task_runner_for(config, len(to_evaluate)))(
+            planned, to_train, to_evaluate, data, layout, threads)
+    else:  # every run reused as it is: no worker processes to start
+        outcomes = [RunOutcome(run_id=run.run_id, trained=stages.reused_training(run, layout)) for run in planned]
     evaluated, failures = stages.collect(planned, outcomes, scores, data, layout, ledger)
     runs = tuple(planning.study_order(evaluated, config.model_order))
     result = StudyResult(artifacts_dir=layout.root, planned=len(planned), runs=runs, failures=tuple(failures))
