@@ -17,7 +17,7 @@ from mnist_models.records import EvaluatedRun, PlannedRun, Role, RunSpec
 from mnist_models.training import read_manifest
 
 # Seconds per training epoch of each model on 2 cores (60,000 images, with validation): the
-# relative cost that orders the runs. Measured on the development machine (docs/performance.md).
+# relative cost that orders the runs, measured on the 2-core development machine.
 EPOCH_COST = {"dnn": 4.3, "convnet": 13.3, "resnet": 43.0, "resnet_plain": 43.0}
 
 
