@@ -1,19 +1,33 @@
-"""Fetch IDX files from an ordered list of mirrors and verify them on their uncompressed bytes."""
+"""Fetch IDX files from an ordered list of mirrors and verify them on their uncompressed bytes.
+
+A body is streamed to a file in chunks, up to a size limit. Network faults (refused or reset
+connections, timeouts, a body cut short, HTTP 5xx/429) are retried on the same mirror with
+exponential backoff, then the next mirror is tried; bad content (checksum, gzip, too large) and
+HTTP 404 move on to the next mirror at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
+import os
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mnist_models.idx import gunzip
+from mnist_models.io import atomic_path, is_disk_full
 
 SUPPORTED_SCHEMES = ("http", "https", "file")
+DEFAULT_MAX_BYTES = 64 * 2**20  # the largest MNIST-like file (train images) is under 10 MB compressed
+CHUNK_BYTES = 2**20
 
 
 class ChecksumError(ValueError):
@@ -24,6 +38,14 @@ class MirrorsExhaustedError(RuntimeError):
     """No mirror delivered a verified copy of a file."""
 
 
+class DownloadTooLargeError(ValueError):
+    """A mirror sends more bytes than the size limit allows (bad content: not retried)."""
+
+
+class TruncatedBodyError(ConnectionError):
+    """The connection ended before the whole body arrived (a network fault: retried)."""
+
+
 @dataclass(frozen=True)
 class VerifiedFile:
     """A downloaded file whose uncompressed content matched its published MD5."""
@@ -31,6 +53,17 @@ class VerifiedFile:
     filename: str
     source: str
     compressed: bytes
+    md5: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    """A verified file stored on disk: where it is, where it came from, its uncompressed hashes."""
+
+    filename: str
+    source: str
+    path: Path
     md5: str
     sha256: str
 
@@ -66,35 +99,55 @@ def verify_content(compressed: bytes, filename: str, expected_md5: str, source: 
     return VerifiedFile(filename, source, compressed, actual_md5, hashlib.sha256(content).hexdigest())
 
 
-def _read_url(url: str, timeout: float) -> bytes:
+@contextlib.contextmanager
+def _open_url(url: str, timeout: float) -> Iterator[tuple[BinaryIO, int | None]]:
+    """Yield the body of `url` as a stream and its announced length (None if not announced)."""
     if url.startswith("file:"):
         path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
-        return path.read_bytes()
+        with open(path, "rb") as stream:
+            yield stream, os.fstat(stream.fileno()).st_size
+        return
     request = urllib.request.Request(url, headers={"User-Agent": "mnist-study/0.1"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
+        length = response.headers.get("Content-Length")
+        yield response, int(length) if length and length.isdigit() else None
+
+
+def _too_large(filename: str, url: str, max_bytes: int, size: str) -> DownloadTooLargeError:
+    return DownloadTooLargeError(
+        f"{filename} from {url} is larger than the limit of {max_bytes:,} bytes ({size}); expected a "
+        "file below it: this mirror serves something else, or raise max_bytes if the file really is that large"
+    )
+
+
+def _download(url: str, filename: str, target: Path, timeout: float, max_bytes: int) -> int:
+    """Stream `url` into `target` in chunks of CHUNK_BYTES, at most `max_bytes`; return the bytes received."""
+    with _open_url(url, timeout) as (stream, announced), open(target, "wb") as sink:
+        if announced is not None and announced > max_bytes:
+            raise _too_large(filename, url, max_bytes, f"Content-Length {announced:,}")
+        received = 0
+        while chunk := stream.read(CHUNK_BYTES):
+            received += len(chunk)
+            if received > max_bytes:
+                raise _too_large(filename, url, max_bytes, f"more than {max_bytes:,} bytes received")
+            sink.write(chunk)
+    if announced is not None and received < announced:
+        # http.client returns a short body silently when the server closes early.
+        raise TruncatedBodyError(f"connection closed after {received:,} of {announced:,} bytes")
+    return received
 
 
 def _is_transient(error: Exception) -> bool:
     if isinstance(error, urllib.error.HTTPError):
         return error.code >= 500 or error.code == 429
-    return isinstance(error, (urllib.error.URLError, TimeoutError, ConnectionError))
+    return isinstance(error, (urllib.error.URLError, TimeoutError, ConnectionError, http.client.IncompleteRead))
 
 
-def fetch_verified(
-    filename: str,
-    expected_md5: str,
-    mirrors: Sequence[str],
-    *,
-    attempts: int = 3,
-    backoff_seconds: float = 1.0,
-    timeout: float = 60.0,
-    log: Callable[[str], None] = lambda message: None,
+def _fetch_into(
+    target: Path, filename: str, expected_md5: str, mirrors: Sequence[str], *,
+    attempts: int, backoff_seconds: float, timeout: float, max_bytes: int, log: Callable[[str], None],
 ) -> VerifiedFile:
-    """Try each mirror in order (with retries and exponential backoff on transient errors).
-
-    Returns the first verified copy; raises MirrorsExhaustedError listing every attempt otherwise.
-    """
+    """Download `filename` into `target` from the first mirror that serves a verified copy."""
     if not mirrors:
         raise ValueError(f"no mirror given for {filename}; expected at least one URL or directory")
     failures: list[str] = []
@@ -102,15 +155,17 @@ def fetch_verified(
         url = urllib.parse.urljoin(mirror, filename)
         for attempt in range(1, attempts + 1):
             try:
-                compressed = _read_url(url, timeout)
-                verified = verify_content(compressed, filename, expected_md5, url)
-                log(f"{filename}: verified from {url} ({len(compressed):,} bytes)")
+                size = _download(url, filename, target, timeout, max_bytes)
+                verified = verify_content(target.read_bytes(), filename, expected_md5, url)
+                log(f"{filename}: verified from {url} ({size:,} bytes)")
                 return verified
-            except ValueError as error:  # checksum or gzip: the mirror serves bad content
+            except ValueError as error:  # checksum, gzip or size: the mirror serves bad content
                 failures.append(f"{url}: {error}")
                 log(f"{filename}: rejected {url}: {error}")
                 break
             except Exception as error:  # noqa: BLE001 - any I/O failure moves on to the next try
+                if is_disk_full(error):
+                    raise  # no mirror can help; the caller names the file
                 reason = f"{type(error).__name__}: {error}"
                 if attempt < attempts and _is_transient(error):
                     delay = backoff_seconds * 2 ** (attempt - 1)
@@ -123,3 +178,46 @@ def fetch_verified(
     raise MirrorsExhaustedError(
         f"could not get a verified {filename} from any mirror; tried:\n  " + "\n  ".join(failures)
     )
+
+
+def fetch_verified(
+    filename: str,
+    expected_md5: str,
+    mirrors: Sequence[str],
+    *,
+    attempts: int = 3,
+    backoff_seconds: float = 1.0,
+    timeout: float = 60.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    log: Callable[[str], None] = lambda message: None,
+) -> VerifiedFile:
+    """Try each mirror in order (with retries and exponential backoff on transient errors); return the bytes.
+
+    The body goes through a temporary file. Returns the first verified copy; raises
+    MirrorsExhaustedError listing every attempt otherwise.
+    """
+    with tempfile.TemporaryDirectory(prefix="mnist-download-") as scratch:
+        return _fetch_into(Path(scratch) / filename, filename, expected_md5, mirrors, attempts=attempts,
+                           backoff_seconds=backoff_seconds, timeout=timeout, max_bytes=max_bytes, log=log)
+
+
+def download_verified(
+    filename: str,
+    expected_md5: str,
+    mirrors: Sequence[str],
+    destination: str | os.PathLike[str],
+    *,
+    attempts: int = 3,
+    backoff_seconds: float = 1.0,
+    timeout: float = 60.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    log: Callable[[str], None] = lambda message: None,
+) -> DownloadedFile:
+    """Like fetch_verified, but store the verified file at `destination` (atomically) and return its path.
+
+    A full disk raises DiskFullError naming `destination`; a failure leaves no partial file there.
+    """
+    with atomic_path(destination) as temporary:
+        verified = _fetch_into(temporary, filename, expected_md5, mirrors, attempts=attempts,
+                               backoff_seconds=backoff_seconds, timeout=timeout, max_bytes=max_bytes, log=log)
+    return DownloadedFile(filename, verified.source, Path(destination), verified.md5, verified.sha256)

@@ -1,8 +1,15 @@
-"""Atomic file writing: every output appears under its final name complete, or not at all."""
+"""Atomic file writing: every output appears under its final name complete, or not at all.
+
+Temporaries are written beside their final name as `.{name}.{pid}.{random}.{kind}.tmp`: the pid says
+which process wrote it, so `remove_stale_temporaries` can tell a live writer's work from a dead one's.
+Kinds: `new` (being written), `old` (a folder renamed aside while its replacement goes in), `trash`
+(a folder being deleted).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -12,43 +19,182 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_DISK_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(_DISK_FULL_ERRNOS))
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk, the quota or the file-size limit is full."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` means "no room to write" (ENOSPC, EFBIG, EDQUOT), also when a library kept only the text."""
+    if not isinstance(error, OSError):
+        return False
+    if error.errno is not None:
+        return error.errno in _DISK_FULL_ERRNOS
+    return any(text in str(error) for text in _DISK_FULL_TEXTS)  # pyarrow raises OSError("... No space left ...")
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(handle)
-    temporary_path = Path(temporary)
+def translating_disk_full(path: str | os.PathLike[str], bytes_needed: int | None = None) -> Iterator[None]:
+    """Turn a disk-full OSError raised in the block into a DiskFullError naming `path` and the bytes needed."""
     try:
-        yield temporary_path
-        os.chmod(temporary_path, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
-        os.replace(temporary_path, final)
-    finally:
-        temporary_path.unlink(missing_ok=True)
+        yield
+    except DiskFullError:
+        raise
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        size = f" ({bytes_needed:,} bytes needed)" if bytes_needed is not None else ""
+        reason = error.strerror or str(error)
+        raise DiskFullError(
+            f"cannot write {str(path)!r}{size}: {reason}; free space on that disk (or raise the file-size "
+            "limit) or choose another --artifacts-dir, then run again"
+        ) from error
+
+
+def _temporary_affixes(final: Path, kind: str) -> tuple[str, str]:
+    """The mkstemp/mkdtemp prefix and suffix of a temporary for `final`: `.{name}.{pid}.` and `.{kind}.tmp`."""
+    return f".{final.name}.{os.getpid()}.", f".{kind}.tmp"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], bytes_needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A full disk in the block raises DiskFullError naming `path`; the temporary is removed either way.
+    """
+    final = Path(path)
+    with translating_disk_full(final, bytes_needed):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        prefix, suffix = _temporary_affixes(final, "new")
+        handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
+        os.close(handle)
+        temporary_path = Path(temporary)
+        try:
+            yield temporary_path
+            os.chmod(temporary_path, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+            os.replace(temporary_path, final)
+        finally:
+            temporary_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds.
+
+    The old folder is renamed aside, the new one renamed in, then the old one deleted: a crash
+    leaves the old or the new folder under `path`, or (between the two renames) the old one aside,
+    which `remove_stale_temporaries` puts back.
+    """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    with translating_disk_full(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        prefix, suffix = _temporary_affixes(final, "new")
+        temporary = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=final.parent))
+        try:
+            yield temporary
+            os.chmod(temporary, 0o755)  # mkdtemp creates 0700
+            _swap_in(temporary, final)
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _rename_aside(final: Path, kind: str) -> Path:
+    """Rename `final` to a new temporary name beside it (kind `old` or `trash`) and return that name."""
+    prefix, suffix = _temporary_affixes(final, kind)
+    aside = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=final.parent))
     try:
-        yield temporary
-        if final.exists():
-            shutil.rmtree(final)
-        os.chmod(temporary, 0o755)  # mkdtemp creates 0700
-        os.replace(temporary, final)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)
+        os.rename(final, aside)  # replaces the empty placeholder mkdtemp made to reserve the name
+    except OSError:
+        os.rmdir(aside)
+        raise
+    return aside
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Rename `final` aside (if it exists), rename `new` onto it, then delete the old folder."""
+    try:
+        aside = _rename_aside(final, "old")
+    except FileNotFoundError:
+        os.rename(new, final)
+        return
+    try:
+        os.rename(new, final)
+    except OSError:
+        os.rename(aside, final)  # put the old folder back before reporting the failure
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_directory(path: str | os.PathLike[str]) -> int:
+    """Delete a folder so that it leaves its name at once (renamed aside, then deleted); return its bytes."""
+    trash = _rename_aside(Path(path), "trash")
+    size = directory_bytes(trash)
+    shutil.rmtree(trash)
+    return size
+
+
+def directory_bytes(path: str | os.PathLike[str]) -> int:
+    """The total size of the files under `path` (links not followed)."""
+    return sum(os.lstat(Path(folder) / name).st_size
+               for folder, _, names in os.walk(path) for name in names)
+
+
+def _parse_temporary(name: str) -> tuple[str, int, str] | None:
+    """(final name, writer pid, kind) of a temporary's file name, or None if it is not one of ours."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    parts = name[1:-len(".tmp")].rsplit(".", 3)
+    if len(parts) != 4 or not parts[1].isdigit() or parts[3] not in ("new", "old", "trash"):
+        return None
+    return parts[0], int(parts[1]), parts[3]
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Clean up after writers that died, anywhere under `directory`; return the temporaries handled.
+
+    A temporary whose writer's pid is no longer alive is deleted, except an old folder renamed
+    aside whose final name is now empty: that one is renamed back. A live writer's temporaries
+    are never touched. Pids are this machine's: run it on artifacts only this machine writes.
+    """
+    handled = []
+    for folder, subfolders, names in os.walk(directory):
+        for name in [*subfolders, *names]:
+            parsed = _parse_temporary(name)
+            if parsed is None:
+                continue
+            final_name, pid, kind = parsed
+            if name in subfolders:
+                subfolders.remove(name)  # never walk into a temporary
+            if _is_alive(pid):
+                continue
+            temporary, final = Path(folder) / name, Path(folder) / final_name
+            if kind == "old" and not final.exists():
+                os.rename(temporary, final)
+            elif temporary.is_dir() and not temporary.is_symlink():
+                shutil.rmtree(temporary)
+            else:
+                temporary.unlink(missing_ok=True)
+            handled.append(temporary)
+    return handled
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write bytes atomically and return the final path."""
-    with atomic_path(path) as temporary:
+    """Write bytes atomically and return the final path (DiskFullError if there is no room)."""
+    with atomic_path(path, bytes_needed=len(data)) as temporary:
         temporary.write_bytes(data)
     return Path(path)
 

@@ -1,4 +1,5 @@
-"""An exclusive lock on an artifacts directory, so two study runs never write into it at once."""
+"""Exclusive locks: one on an artifacts directory, so two study runs never write into it at once, and
+one per run folder, so two processes never train the same run at once."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -14,25 +15,27 @@ class ArtifactsLockedError(RuntimeError):
     """Another run holds the artifacts directory."""
 
 
+class RunLockTimeoutError(TimeoutError):
+    """Another process held a run folder's lock for longer than this one would wait."""
+
+
 @contextlib.contextmanager
-def artifacts_lock(artifacts_dir: str | os.PathLike[str], timeout: float = 0.0, poll: float = 1.0) -> Iterator[Path]:
-    """Hold `<artifacts_dir>/.lock` for the block; wait up to `timeout` seconds, then fail clearly."""
-    path = Path(artifacts_dir) / ".lock"
+def _exclusive(path: Path, timeout: float | None, poll: float, busy: Callable[[str], Exception]) -> Iterator[Path]:
+    """Hold an flock on `path` for the block, waiting up to `timeout` seconds (None: for ever).
+
+    The file records its holder ("pid N since ..."); `busy(holder)` is raised when the wait runs out.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if deadline is not None and time.monotonic() >= deadline:
                     handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise ArtifactsLockedError(
-                        f"artifacts directory {str(Path(artifacts_dir))!r} is in use by {holder}; wait for that "
-                        "run to finish, or give this run another --artifacts-dir"
-                    ) from None
+                    raise busy(handle.read().strip() or "another process") from None
                 time.sleep(poll)
         handle.seek(0)
         handle.truncate()
@@ -44,3 +47,32 @@ def artifacts_lock(artifacts_dir: str | os.PathLike[str], timeout: float = 0.0, 
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def artifacts_lock(artifacts_dir: str | os.PathLike[str], timeout: float = 0.0,
+                   poll: float = 1.0) -> contextlib.AbstractContextManager[Path]:
+    """Hold `<artifacts_dir>/.lock` for the block; wait up to `timeout` seconds, then fail clearly."""
+    def busy(holder: str) -> ArtifactsLockedError:
+        return ArtifactsLockedError(
+            f"artifacts directory {str(Path(artifacts_dir))!r} is in use by {holder}; wait for that "
+            "run to finish, or give this run another --artifacts-dir"
+        )
+    return _exclusive(Path(artifacts_dir) / ".lock", timeout, poll, busy)
+
+
+def run_lock(run_dir: str | os.PathLike[str], timeout: float | None = None,
+             poll: float = 0.2) -> contextlib.AbstractContextManager[Path]:
+    """Hold `<runs>/.<run_id>.lock` for the block, waiting while another process holds it.
+
+    Whoever gets the lock second finds the first one's finished folder and can reuse it. The lock
+    file sits beside the folder because the folder itself is replaced whole. With a `timeout`
+    (seconds), waiting longer raises RunLockTimeoutError naming the holder.
+    """
+    run_dir = Path(run_dir)
+
+    def busy(holder: str) -> RunLockTimeoutError:
+        return RunLockTimeoutError(
+            f"run folder {str(run_dir)!r} is still being written by {holder} after {timeout:g} s; "
+            "wait for that run to finish, or give this run another --artifacts-dir"
+        )
+    return _exclusive(run_dir.parent / f".{run_dir.name}.lock", timeout, poll, busy)

@@ -78,7 +78,8 @@ def _runs_key(study: StudyRuns, code: dict[str, str], libraries: Sequence[str]) 
 
 def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> StudyResult:
     """Tables, figures and report, each reused while its inputs, code and files are unchanged."""
-    study = StudyRuns(result.runs, layout, config.model_order)
+    trained_models = {run.model for run in result.runs}
+    study = StudyRuns(result.runs, layout, tuple(model for model in config.model_order if model in trained_models))
     table_paths = ledger.stage(
         "tables", "study", _runs_key(study, code_closure("tasks.reporting"), ANALYSIS_LIBRARIES),
         lambda: _written(layout, write_study_tables(study), lambda path: layout.table(path.stem).values()),

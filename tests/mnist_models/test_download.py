@@ -1,6 +1,8 @@
-"""Tests for mnist_models.download: checksums on uncompressed bytes, mirror fall-through, URL checks.
+"""Tests for mnist_models.download: checksums on uncompressed bytes, mirror fall-through, URL checks,
+network faults and size limits.
 
-HTTP mirrors are real `ThreadingHTTPServer`s on 127.0.0.1, started by the tests themselves.
+HTTP mirrors are real `ThreadingHTTPServer`s on 127.0.0.1, started by the tests themselves; the
+faulty ones cut connections, reset them, stall or send too much, for real.
 """
 
 from __future__ import annotations
@@ -8,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import socket
+import struct
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -20,10 +24,12 @@ from mnist_models.datasets import DATASETS
 from mnist_models.download import (
     ChecksumError,
     MirrorsExhaustedError,
+    download_verified,
     fetch_verified,
     normalize_mirror,
     verify_content,
 )
+from tests.mnist_models.test_io import run_with_file_size_limit
 
 LABELS = "t10k-labels-idx1-ubyte.gz"
 LABELS_MD5 = "27ae3e4e09519cfbb04c329615203637"  # from ../shared/datasets/README.md
@@ -44,9 +50,26 @@ def corrupted_labels(good_labels) -> bytes:
     return gzip.compress(bytes(content))
 
 
+def _send(handler: BaseHTTPRequestHandler, body: bytes, length: int | None = None) -> None:
+    """Answer 200 with `body`, announcing `length` bytes (default: the body's; -1: no Content-Length)."""
+    length = len(body) if length is None else length
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/gzip")
+    if length >= 0:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()  # without a length, HTTP/1.0 ends the body by closing the connection
+    handler.wfile.write(body)
+
+
+Route = bytes | int | Callable[[BaseHTTPRequestHandler], None]
+
+
 @contextlib.contextmanager
-def _serve(routes: dict[str, bytes | int]) -> Iterator[tuple[str, list[str]]]:
-    """Serve `routes` (path -> body, or path -> HTTP status) on 127.0.0.1; yield base URL and request log."""
+def _serve(routes: dict[str, Route]) -> Iterator[tuple[str, list[str]]]:
+    """Serve `routes` (path -> body, HTTP status, or a function that answers) on 127.0.0.1.
+
+    Yields the base URL and the log of requested paths.
+    """
     requested: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -55,12 +78,13 @@ def _serve(routes: dict[str, bytes | int]) -> Iterator[tuple[str, list[str]]]:
             body = routes.get(self.path, 404)
             if isinstance(body, int):
                 self.send_error(body)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            elif isinstance(body, bytes):
+                _send(self, body)
+            else:
+                try:
+                    body(self)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up on a stalled answer
+                    pass
 
         def log_message(self, format, *args):  # keep the test output clean
             pass
@@ -74,6 +98,31 @@ def _serve(routes: dict[str, bytes | int]) -> Iterator[tuple[str, list[str]]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def _faulty_once(body: bytes, fault: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An answer that fails the first time (`fault`: closed, reset or stall), then sends `body` whole."""
+    calls = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        calls.append(handler.path)
+        if len(calls) > 1:
+            _send(handler, body)
+        elif fault == "stall":
+            time.sleep(1.0)  # longer than the client's timeout
+            _send(handler, body)
+        else:
+            _send(handler, body[: len(body) // 2], length=len(body))  # announce all, send half
+            handler.wfile.flush()
+            if fault == "reset":  # close with an RST instead of a FIN
+                handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                handler.wfile.close()
+                handler.rfile.close()
+                handler.connection.close()
+                handler.wfile = io.BytesIO()  # http.server flushes it after do_GET
+            handler.close_connection = True
+
+    return answer
 
 
 def _closed_port() -> int:
@@ -270,3 +319,94 @@ def test_all_mirrors_unreachable(tmp_path):
         f"{tmp_path.resolve().as_uri()}/{LABELS}",
     ]
     assert "FileNotFoundError" in lines[-1]
+
+
+# --------------------------------------------------------------------------- network faults and limits
+
+
+@pytest.mark.parametrize("fault", ["closed", "reset", "stall"])
+def test_a_connection_cut_once_is_retried_on_the_same_mirror(good_labels, fault):
+    messages: list[str] = []
+    with _serve({f"/{LABELS}": _faulty_once(good_labels, fault)}) as (base, requested):
+        verified = fetch_verified(LABELS, LABELS_MD5, [base, "http://127.0.0.1:9/never-asked/"], attempts=3,
+                                  backoff_seconds=0, timeout=0.5, log=messages.append)
+
+    assert verified.source == f"{base}/{LABELS}"
+    assert verified.compressed == good_labels
+    assert requested == [f"/{LABELS}", f"/{LABELS}"]
+    (retry,) = [message for message in messages if "retry 2/3" in message]
+    assert retry.startswith(f"{LABELS}: {base}/{LABELS} failed (")
+    size = len(good_labels)
+    expected_reason = {
+        "closed": f"TruncatedBodyError: connection closed after {size // 2:,} of {size:,} bytes",
+        "reset": "ConnectionResetError: [Errno 104] Connection reset by peer",
+        "stall": "timed out",
+    }[fault]
+    assert expected_reason in retry
+
+
+def test_a_mirror_that_keeps_cutting_the_connection_is_left_for_the_next(good_labels):
+    def always_half(handler):
+        _send(handler, good_labels[:100], length=len(good_labels))
+
+    with _serve({f"/cut/{LABELS}": always_half, f"/good/{LABELS}": good_labels}) as (base, requested):
+        verified = fetch_verified(LABELS, LABELS_MD5, [f"{base}/cut/", f"{base}/good/"], attempts=2,
+                                  backoff_seconds=0)
+
+    assert verified.source == f"{base}/good/{LABELS}"
+    assert requested == [f"/cut/{LABELS}", f"/cut/{LABELS}", f"/good/{LABELS}"]
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "no-length"])
+def test_a_body_larger_than_the_limit_fails_without_a_retry(good_labels, announced):
+    def answer(handler):
+        _send(handler, good_labels, length=None if announced else -1)
+
+    with _serve({f"/{LABELS}": answer}) as (base, requested):
+        with pytest.raises(MirrorsExhaustedError) as caught:
+            fetch_verified(LABELS, LABELS_MD5, [base], attempts=3, backoff_seconds=0, max_bytes=1000)
+
+    message = str(caught.value)
+    assert f"{base}/{LABELS}: {LABELS} from {base}/{LABELS} is larger than the limit of 1,000 bytes" in message
+    assert (f"Content-Length {len(good_labels):,}" if announced else "more than 1,000 bytes received") in message
+    assert requested == [f"/{LABELS}"]
+
+
+def test_download_verified_stores_the_file_and_returns_its_path(tmp_path, good_labels):
+    destination = tmp_path / "raw" / LABELS
+    with _serve({f"/{LABELS}": _faulty_once(good_labels, "closed")}) as (base, _):
+        downloaded = download_verified(LABELS, LABELS_MD5, [base], destination, backoff_seconds=0)
+
+    assert downloaded.path == destination and downloaded.source == f"{base}/{LABELS}"
+    assert (downloaded.md5, downloaded.sha256) == (LABELS_MD5, LABELS_SHA256)
+    assert destination.read_bytes() == good_labels
+    assert sorted(path.name for path in destination.parent.iterdir()) == [LABELS]
+
+
+def test_a_failed_download_keeps_the_previous_file_and_leaves_no_partial_one(tmp_path, corrupted_labels):
+    destination = tmp_path / LABELS
+    destination.write_bytes(b"previous")
+    with _serve({f"/{LABELS}": corrupted_labels}) as (base, _):
+        with pytest.raises(MirrorsExhaustedError):
+            download_verified(LABELS, LABELS_MD5, [base], destination, backoff_seconds=0)
+
+    assert destination.read_bytes() == b"previous"
+    assert [path.name for path in tmp_path.iterdir()] == [LABELS]
+
+
+def test_a_full_disk_stops_the_download_at_once_naming_the_destination(tmp_path, mnist_dir):
+    script = """
+        import sys
+        from mnist_models.download import download_verified
+        from mnist_models.io import DiskFullError
+        try:
+            download_verified(sys.argv[1], sys.argv[2], [sys.argv[3], sys.argv[3]], sys.argv[4], backoff_seconds=0)
+        except DiskFullError as error:
+            sys.exit(f"DiskFullError: {error}")
+    """
+    destination = tmp_path / LABELS
+    child = run_with_file_size_limit(script, 1000, LABELS, LABELS_MD5, str(mnist_dir), str(destination))
+
+    assert child.returncode == 1, child.stdout + child.stderr
+    assert f"DiskFullError: cannot write {str(destination)!r}" in child.stderr
+    assert list(tmp_path.iterdir()) == []
