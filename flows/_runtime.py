@@ -13,11 +13,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from mnist_models.config import DataConfig, format_validation_error
+from mnist_models.config import DataConfig, StudyConfig, format_validation_error
 from mnist_models.datasets import get_dataset
 from mnist_models.download import MirrorsExhaustedError, normalize_mirror
-from mnist_models.io import ensure_writable_directory
-from mnist_models.locking import ArtifactsLockedError
+from mnist_models.io import DiskFullError, ensure_writable_directory
+from mnist_models.layout import ArtifactsLayout
+from mnist_models.locking import ArtifactsLockedError, RunLockTimeoutError
+from mnist_models.planning import check_workers, machine_capacity
+from mnist_models.quiet import quiet_environment
 
 ConfigT = TypeVar("ConfigT", bound=DataConfig)
 
@@ -28,12 +31,13 @@ class StudyFailedError(RuntimeError):
 
 # Known, user-facing failures: printed as one message instead of a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, MirrorsExhaustedError, PermissionError, ArtifactsLockedError,
-               StudyFailedError)
+               StudyFailedError, DiskFullError, RunLockTimeoutError)
 
 
 def quiet_defaults() -> None:
     """Environment defaults for a pleasant local run (each can still be overridden by the user)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up banners
+    for name, value in quiet_environment().items():  # TensorFlow's start-up lines (the rest: banners_filtered)
+        os.environ.setdefault(name, value)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline telemetry tracebacks
     os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
 
@@ -143,7 +147,9 @@ def parse_config(config_type: type[ConfigT], description: str, argv: list[str] |
         raise ValueError(format_validation_error(error)) from None
     for mirror in resolve_mirrors(config.dataset, list(config.mirrors or ())):
         normalize_mirror(mirror)
-    ensure_writable_directory(config.artifacts_dir)
+    layout = ArtifactsLayout.at(ensure_writable_directory(config.artifacts_dir))
+    if isinstance(config, StudyConfig):
+        check_workers(config, machine_capacity(layout))
     return config
 
 

@@ -12,7 +12,6 @@ Makes: artifacts/{data,runs,tables,figures,report}/ as described in artifacts/RE
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import datetime, timezone
 
@@ -20,13 +19,13 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._runtime import parse_config, run_cli, run_flow
 from flows.prepare_data import DataStageError, prepare
 from mnist_models import planning
 from mnist_models.config import StudyConfig
-from mnist_models.io import ensure_writable_directory
+from mnist_models.io import DiskFullError, ensure_writable_directory, remove_stale_temporaries
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.provenance import StageStore
@@ -34,7 +33,7 @@ from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutc
 from tasks import stages
 from tasks.caching import Ledger
 from tasks.evaluation import evaluate_model
-from tasks.nightly import record_history, update_champions
+from tasks.nightly import prune_old_runs, record_history, update_champions
 from tasks.training import train_model
 
 
@@ -68,14 +67,13 @@ def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list
                        if run_id not in evaluations.values()]
 
 
-def task_runner_for(config: StudyConfig, runs_to_train: int):
-    """Dask when an address is given; else a process pool sized to the work, or threads if one run at a time."""
+def task_runner_for(config: StudyConfig, parallel: int):
+    """Dask when an address is given; else threads, each driving one run's own child process."""
     if config.dask_address:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=config.dask_address)
-    workers = planning.parallel_runs(config, runs_to_train)
-    return ProcessPoolTaskRunner(max_workers=workers) if workers > 1 else ThreadPoolTaskRunner(max_workers=1)
+    return ThreadPoolTaskRunner(max_workers=parallel)
 
 
 def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> StudyResult:
@@ -83,7 +81,7 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> S
     logger = get_run_logger()
     try:
         data = prepare(config.data_config, layout, ledger)
-    except DataStageError as error:
+    except (DataStageError, DiskFullError) as error:
         return StudyResult(artifacts_dir=layout.root, planned=0, error=f"data preparation failed: {error}")
     planned = planning.plan_runs(config, data.content_hash)
     training = {run.run_id: ledger.record(planning.training_decision(run, layout, "train" in ledger.refresh))
@@ -93,8 +91,11 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> S
     logger.info(f"{len(planned)} runs planned, {len(to_train)} to train, {len(planned) - len(to_train)} already done")
     to_evaluate = [run.run_id for run in planned if run.run_id not in scores]
     if to_evaluate:
-        threads = planning.threads_per_worker(config, len(to_train), os.cpu_count() or 1)
-        outcomes = train_grid.with_options(task_runner=task_runner_for(config, len(to_evaluate)))(
+        capacity = planning.machine_capacity(layout)
+        parallel = planning.parallel_runs(config, len(to_evaluate), capacity)
+        threads = planning.threads_per_worker(config, len(to_train), capacity)
+        logger.info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: {capacity.describe()}")
+        outcomes = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
             planned, to_train, to_evaluate, data, layout, threads)
     else:  # every run reused as it is: no worker processes to start
         outcomes = [RunOutcome(run_id=run.run_id, trained=stages.reused_training(run, layout)) for run in planned]
@@ -119,11 +120,17 @@ def full_study(config: StudyConfig = StudyConfig()) -> StudyResult:
     layout = ArtifactsLayout.at(ensure_writable_directory(config.artifacts_dir))
     ledger = Ledger(StageStore(layout.root), frozenset(config.refresh), get_run_logger().info)
     with artifacts_lock(layout.root):
-        result = run_study(config, layout, ledger)
+        for leftover in remove_stale_temporaries(layout.root):
+            get_run_logger().info(f"removed {leftover}, left by a run that was killed")
+        try:
+            result = run_study(config, layout, ledger)
+        except DiskFullError as error:
+            return Failed(message=str(error))
         if config.nightly and result.runs:
             record_history(result, layout, today.isoformat(), str(flow_run.get_id()))
             result = result.model_copy(update={
                 "champions": tuple(update_champions(result, layout, config.regression_tolerance))})
+            prune_old_runs(layout, config.keep_nights, [run.run_id for run in result.runs])
     if result.error:
         return Failed(message=result.error)
     if result.failures:

@@ -17,6 +17,7 @@ from flows._runtime import parse_config, resolve_mirrors, run_cli, run_flow
 from mnist_models.config import DataConfig
 from mnist_models.datasets import SPLIT_FILES, get_dataset
 from mnist_models.download import normalize_mirror
+from mnist_models.io import DiskFullError, remove_stale_temporaries
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.provenance import Decision, StageKey, StageStore, code_closure, digest
@@ -79,9 +80,10 @@ def prepare_data(config: DataConfig = DataConfig()) -> PreparedData:
     layout = ArtifactsLayout.at(config.artifacts_dir)
     ledger = Ledger(StageStore(layout.root), frozenset(config.refresh), get_run_logger().info)
     with artifacts_lock(layout.root):
+        remove_stale_temporaries(layout.root)
         try:
             data = prepare(config, layout, ledger)
-        except DataStageError as error:
+        except (DataStageError, DiskFullError) as error:
             return Failed(message=str(error))  # nothing half-written: no Parquet, no decisions table
         write_decisions(ledger, layout.tables_dir)
         return data

@@ -93,6 +93,8 @@ class StudyConfig(DataConfig):
     nightly: bool = Field(False, description="nightly retraining: date seed, history, champions and the regression gate")
     regression_tolerance: float = Field(
         0.005, description="nightly: fail if a model's accuracy drops more than this below its champion")
+    keep_nights: int = Field(14, description="nightly: keep the run folders of this many recent nights (and every "
+                                             "champion's); prune the rest")
 
     @model_validator(mode="before")
     @classmethod
@@ -136,7 +138,7 @@ class StudyConfig(DataConfig):
     def _positive_gradient_learning_rate(cls, value: float) -> float:
         return _check_learning_rate(value)
 
-    @field_validator("epochs", "gradient_epochs", "batch_size")
+    @field_validator("epochs", "gradient_epochs", "batch_size", "keep_nights")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
@@ -172,11 +174,6 @@ class StudyConfig(DataConfig):
                 "(or gradient models)"
             )
         return self
-
-    @property
-    def resolved_workers(self) -> int:
-        """Worker processes to use: the option, else one per core."""
-        return self.workers or max(1, os.cpu_count() or 1)
 
     @property
     def model_order(self) -> tuple[str, ...]:

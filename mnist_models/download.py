@@ -130,7 +130,11 @@ def _download(url: str, filename: str, target: Path, timeout: float, max_bytes: 
             received += len(chunk)
             if received > max_bytes:
                 raise _too_large(filename, url, max_bytes, f"more than {max_bytes:,} bytes received")
-            sink.write(chunk)
+            try:
+                sink.write(chunk)
+            except OSError as error:
+                error.bytes_needed = announced  # the space the whole file needs, for the caller's message
+                raise
     if announced is not None and received < announced:
         # http.client returns a short body silently when the server closes early.
         raise TruncatedBodyError(f"connection closed after {received:,} of {announced:,} bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,8 @@ STUDY_TABLE_5_1 = {
 }
 
 
-def evaluate_run(folder: RunFolder, test_path: str | os.PathLike[str], seed: int = 0) -> Scores:
+def evaluate_run(folder: RunFolder, test_path: str | os.PathLike[str], seed: int = 0,
+                 log: Callable[[str], None] = print) -> Scores:
     """Score a run's saved model on the test split, keep its predictions, return every metric."""
     import keras
 

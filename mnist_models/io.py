@@ -38,7 +38,11 @@ def is_disk_full(error: BaseException) -> bool:
 
 @contextlib.contextmanager
 def translating_disk_full(path: str | os.PathLike[str], bytes_needed: int | None = None) -> Iterator[None]:
-    """Turn a disk-full OSError raised in the block into a DiskFullError naming `path` and the bytes needed."""
+    """Turn a disk-full OSError raised in the block into a DiskFullError naming `path` and the bytes needed.
+
+    The size comes from `bytes_needed`, else from the error's `bytes_needed` attribute when the writer
+    knew it (a download sets the length its mirror announced).
+    """
     try:
         yield
     except DiskFullError:
@@ -46,6 +50,7 @@ def translating_disk_full(path: str | os.PathLike[str], bytes_needed: int | None
     except OSError as error:
         if not is_disk_full(error):
             raise
+        bytes_needed = bytes_needed if bytes_needed is not None else getattr(error, "bytes_needed", None)
         size = f" ({bytes_needed:,} bytes needed)" if bytes_needed is not None else ""
         reason = error.strerror or str(error)
         raise DiskFullError(

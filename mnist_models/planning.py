@@ -6,7 +6,10 @@ Pure decisions over a `StudyConfig`: the flows call these and only wire the resu
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from mnist_models.architectures import ARCHITECTURES, check_model_name
 from mnist_models.config import StudyConfig
@@ -19,6 +22,7 @@ from mnist_models.training import read_manifest
 # Seconds per training epoch of each model on 2 cores (60,000 images, with validation): the
 # relative cost that orders the runs, measured on the 2-core development machine.
 EPOCH_COST = {"dnn": 4.3, "convnet": 13.3, "resnet": 43.0, "resnet_plain": 43.0}
+DEFAULT_RUN_MEMORY_MB = 1536.0  # a run's peak before any manifest has measured one (ResNet: about 1 GiB)
 
 
 def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
@@ -104,16 +108,62 @@ def longest_first(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
     return sorted(planned, key=lambda run: -expected_cost(run))
 
 
-def parallel_runs(config: StudyConfig, runs_to_train: int) -> int:
-    """How many runs train at once: the workers option (else one per core), no more than there are runs."""
-    return max(1, min(config.resolved_workers, runs_to_train))
+@dataclass(frozen=True)
+class Capacity:
+    """What this machine offers the training runs: cores, available memory, and a run's expected peak."""
+
+    cores: int
+    available_mb: float
+    run_mb: float
+
+    @property
+    def runs_by_memory(self) -> int:
+        return max(1, int(self.available_mb // self.run_mb))
+
+    def describe(self) -> str:
+        return (f"{self.cores} core(s), {self.available_mb / 1024:.1f} GiB available at about {self.run_mb:.0f} MiB "
+                f"per run (room for {self.runs_by_memory})")
 
 
-def threads_per_worker(config: StudyConfig, runs_to_train: int, cores: int) -> int | None:
+def machine_capacity(layout: ArtifactsLayout | None = None) -> Capacity:
+    """This machine's cores and available memory; a run's peak from earlier manifests, else a default."""
+    peaks = []
+    for manifest_path in (layout.runs_dir.glob("*/manifest.json") if layout else ()):
+        try:
+            peaks.append(float(json.loads(manifest_path.read_text())["peak_memory_mb"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return Capacity(cores=os.cpu_count() or 1, available_mb=_available_memory_mb(),
+                    run_mb=max(peaks) * 1.25 if peaks else DEFAULT_RUN_MEMORY_MB)
+
+
+def _available_memory_mb() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**20
+
+
+def check_workers(config: StudyConfig, capacity: Capacity) -> None:
+    """Refuse more parallel runs than the machine's memory holds, with the numbers."""
+    if config.workers and not config.dask_address and config.workers > capacity.runs_by_memory:
+        raise ValueError(f"invalid workers: {config.workers} parallel runs do not fit this machine "
+                         f"({capacity.describe()}); expected at most {capacity.runs_by_memory}")
+
+
+def parallel_runs(config: StudyConfig, runs_to_train: int, capacity: Capacity) -> int:
+    """How many runs train at once: the workers option (else one per core), within memory, no more than runs."""
+    return max(1, min(config.workers or capacity.cores, capacity.runs_by_memory, runs_to_train))
+
+
+def threads_per_worker(config: StudyConfig, runs_to_train: int, capacity: Capacity) -> int | None:
     """TensorFlow threads per parallel run: the cores shared among the runs that train at once."""
     if config.dask_address:
         return None  # the cluster's workers decide
-    return max(1, cores // parallel_runs(config, runs_to_train))
+    return max(1, capacity.cores // parallel_runs(config, runs_to_train, capacity))
 
 
 def study_order(runs: Iterable[EvaluatedRun], model_order: Sequence[str]) -> list[EvaluatedRun]:

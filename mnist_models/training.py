@@ -21,6 +21,7 @@ import pandas as pd
 
 from mnist_models import data as data_lib
 from mnist_models.io import atomic_directory, sha256_file, write_json
+from mnist_models.isolation import peak_memory_mb
 from mnist_models.layout import RunFolder
 from mnist_models.records import RunSpec, TrainedRun
 
@@ -216,6 +217,7 @@ def train_run(
                 "numpy": np.__version__,
             },
             "wall_seconds": round(time.perf_counter() - started, 3),
+            "peak_memory_mb": peak_memory_mb(),
             "final_metrics": {
                 "loss": float(final["loss"]), "accuracy": float(final["accuracy"]),
                 "val_loss": float(final["val_loss"]), "val_accuracy": float(final["val_accuracy"]),

@@ -11,6 +11,7 @@ from mnist_models import data as data_lib
 from mnist_models import download as download_lib
 from mnist_models import idx as idx_lib
 from mnist_models import tables
+from mnist_models.io import DiskFullError
 
 
 def _read_idx(path: Path):
@@ -34,14 +35,10 @@ def download_idx(filename: str, expected_md5: str, mirrors: list[str], path: Pat
     """Fetch one IDX file from the first mirror that serves a verified copy; return its content's SHA-256."""
     logger = get_run_logger()
     try:
-        verified = download_lib.fetch_verified(filename, expected_md5, mirrors, log=logger.info)
-    except (download_lib.MirrorsExhaustedError, ValueError) as error:
-        # An expected outcome (bad mirror, bad file), not a bug: fail with the message alone.
+        return download_lib.download_verified(filename, expected_md5, mirrors, path, log=logger.info).sha256
+    except (download_lib.MirrorsExhaustedError, ValueError, DiskFullError) as error:
+        # An expected outcome (bad mirror, bad file, no room), not a bug: fail with the message alone.
         return Failed(message=str(error))
-    from mnist_models.io import write_bytes
-
-    write_bytes(path, verified.compressed)
-    return verified.sha256
 
 
 @task(task_run_name="normalize {output.name}")

@@ -11,7 +11,7 @@ from mnist_models.layout import ArtifactsLayout
 from mnist_models.records import ChampionDecision, StudyResult
 
 
-def _sweep_summary(result: StudyResult, layout: ArtifactsLayout) -> pd.DataFrame:
+def _sweep_summary(layout: ArtifactsLayout) -> pd.DataFrame:
     return sweep_runs(pd.read_parquet(layout.table("summary")["parquet"]))
 
 
@@ -22,7 +22,7 @@ def record_history(result: StudyResult, layout: ArtifactsLayout, date: str, flow
 
     path = layout.table("history")["parquet"]
     existing = pd.read_parquet(path) if path.exists() else None
-    rows = nightly.history_rows(_sweep_summary(result, layout), pd.Timestamp(date).date(), flow_run_id)
+    rows = nightly.history_rows(_sweep_summary(layout), pd.Timestamp(date).date(), flow_run_id)
     history = nightly.append_history(existing, rows)
     tables.write_table(history, layout.tables_dir, "history")
     plots.save_figure(plots.plot_history(history), layout.figure("history"))
@@ -35,7 +35,7 @@ def update_champions(result: StudyResult, layout: ArtifactsLayout, tolerance: fl
     logger = get_run_logger()
     runs = {run.run_id: run for run in result.runs}
     decisions = []
-    for model, run_id in representative_runs(_sweep_summary(result, layout)).items():
+    for model, run_id in representative_runs(_sweep_summary(layout)).items():
         run = runs[run_id]
         champion = nightly.read_champion(layout.champions_dir, model)
         decision = nightly.decide(model, run.scores.accuracy, champion["accuracy"] if champion else None, tolerance)
@@ -50,3 +50,12 @@ def update_champions(result: StudyResult, layout: ArtifactsLayout, tolerance: fl
                                           champion_accuracy=decision.champion_accuracy, promoted=decision.promoted,
                                           regressed=decision.regressed, message=message))
     return decisions
+
+
+@task
+def prune_old_runs(layout: ArtifactsLayout, keep_nights: int, planned: list[str]) -> None:
+    """Delete run folders that no champion, none of the last `keep_nights` nights and no current plan uses."""
+    history = pd.read_parquet(layout.table("history")["parquet"])
+    keep = (nightly.champion_run_ids(layout.champions_dir) | nightly.recent_run_ids(history, keep_nights)
+            | set(planned))
+    get_run_logger().info(nightly.prune_runs(layout.runs_dir, keep).describe())

@@ -7,8 +7,8 @@ import pytest
 from mnist_models.config import StudyConfig
 from mnist_models.io import write_json
 from mnist_models.layout import ArtifactsLayout
-from mnist_models.planning import (longest_first, parallel_runs, plan_runs, study_order, threads_per_worker,
-                                   training_decision)
+from mnist_models.planning import (DEFAULT_RUN_MEMORY_MB, Capacity, check_workers, longest_first, machine_capacity,
+                                   parallel_runs, plan_runs, study_order, threads_per_worker, training_decision)
 from mnist_models.records import EvaluatedRun
 from mnist_models.training import folder_hashes
 from tests.mnist_models.test_records import EVALUATED
@@ -37,14 +37,32 @@ def test_the_longest_runs_start_first():
     assert ordered[-1].spec.model == "dnn"
 
 
-@pytest.mark.parametrize(("workers", "runs", "cores", "parallel", "threads"), [
-    (None, 14, 2, 2, 1), (None, 1, 2, 1, 2), (1, 14, 2, 1, 2), (4, 3, 8, 3, 2), (None, 0, 2, 1, 2)])
-def test_cores_are_shared_among_the_runs_that_train_at_once(workers, runs, cores, parallel, threads, monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+@pytest.mark.parametrize(("workers", "runs", "cores", "memory_mb", "parallel", "threads"), [
+    (None, 14, 2, 24_000, 2, 1), (None, 1, 2, 24_000, 1, 2), (1, 14, 2, 24_000, 1, 2), (4, 3, 8, 24_000, 3, 2),
+    (None, 0, 2, 24_000, 1, 2), (None, 14, 8, 3_000, 2, 4), (None, 14, 8, 500, 1, 8)])
+def test_cores_and_memory_bound_the_runs_that_train_at_once(workers, runs, cores, memory_mb, parallel, threads):
+    capacity = Capacity(cores=cores, available_mb=memory_mb, run_mb=1500)
     study = config(workers=workers)
-    assert parallel_runs(study, runs) == parallel
-    assert threads_per_worker(study, runs, cores) == threads
-    assert threads_per_worker(config(dask_address="tcp://x:8786"), runs, cores) is None
+    assert parallel_runs(study, runs, capacity) == parallel
+    assert threads_per_worker(study, runs, capacity) == threads
+    assert threads_per_worker(config(dask_address="tcp://x:8786"), runs, capacity) is None
+
+
+def test_more_workers_than_memory_holds_is_refused_with_the_numbers():
+    capacity = Capacity(cores=2, available_mb=3_000, run_mb=1_000)
+    check_workers(config(workers=3), capacity)
+    with pytest.raises(ValueError, match=r"invalid workers: 4 parallel runs do not fit this machine \(2 core\(s\), "
+                                         r"2.9 GiB available at about 1000 MiB per run \(room for 3\)\); expected at most 3"):
+        check_workers(config(workers=4), capacity)
+
+
+def test_a_run_s_memory_comes_from_earlier_manifests(tmp_path):
+    layout = ArtifactsLayout.at(tmp_path)
+    assert machine_capacity(layout).run_mb == DEFAULT_RUN_MEMORY_MB
+    for name, peak in (("a", 800.0), ("b", 1200.0)):
+        write_json(layout.run(name).manifest, {"peak_memory_mb": peak})
+    capacity = machine_capacity(layout)
+    assert capacity.run_mb == 1500.0 and capacity.cores >= 1 and capacity.available_mb > 0
 
 
 def test_results_come_in_the_study_order():

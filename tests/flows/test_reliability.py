@@ -1,0 +1,104 @@
+"""Faults injected for real into the command line: a training process killed with SIGKILL, a full disk.
+
+Each test runs `python flows/...` as a user would, against the session's Prefect test server.
+"""
+
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect.settings import PREFECT_API_URL
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+TWO_RUNS = ["--profile", "quick", "--models", "dnn,convnet", "--learning-rates", "0.01", "--epochs", "1",
+            "--train-subset", "1000", "--gradient-models", ""]
+TRAINING_PROCESS = re.compile(r"(convnet-\S+): training .* in process (\d+)")
+
+
+def _environment(mnist_dir: Path) -> dict[str, str]:
+    return {**os.environ, "MNIST_MIRROR": str(mnist_dir), "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _run_killing_convnet(artifacts: Path, mnist_dir: Path, kills: int) -> tuple[int, str]:
+    """Run the study; SIGKILL convnet's training process the first `kills` times one starts."""
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", "--artifacts-dir", str(artifacts), *TWO_RUNS],
+                               cwd=REPOSITORY, env=_environment(mnist_dir), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], 0
+    for line in process.stdout:
+        lines.append(line)
+        match = TRAINING_PROCESS.search(line)
+        if match and killed < kills:
+            os.kill(int(match.group(2)), signal.SIGKILL)  # what the kernel's OOM killer does
+            killed += 1
+    assert process.wait(timeout=600) is not None and killed == kills, "".join(lines)[-3000:]
+    return process.returncode, "".join(lines)
+
+
+def test_a_killed_training_process_is_retried_once_and_the_grid_completes(tmp_path, mnist_dir):
+    returncode, output = _run_killing_convnet(tmp_path, mnist_dir, kills=1)
+    assert returncode == 0, output[-3000:]
+    assert "killed by signal 9 (SIGKILL); likely out of memory" in output
+    assert "BrokenProcessPool" not in output and "leaked semaphore" not in output
+    summary = pd.read_parquet(tmp_path / "tables" / "summary.parquet")
+    assert sorted(summary["model"]) == ["convnet", "dnn"]
+
+
+def test_a_run_killed_twice_is_reported_and_loses_only_itself(tmp_path, mnist_dir):
+    returncode, output = _run_killing_convnet(tmp_path, mnist_dir, kills=2)
+    assert returncode == 1
+    assert re.search(r"error: 1 of 2 runs failed .*\n\s+convnet-\S+: RunCrashedError: the process running train_run "
+                     r"killed by signal 9 \(SIGKILL\); likely out of memory", output), output[-3000:]
+    assert "BrokenProcessPool" not in output and "leaked semaphore" not in output
+    # dnn's run was trained, evaluated and reported; the next run trains only convnet.
+    assert pd.read_parquet(tmp_path / "tables" / "summary.parquet")["model"].tolist() == ["dnn"]
+    assert (tmp_path / "report" / "report.html").exists()
+    assert not [path for path in (tmp_path / "runs").iterdir() if path.name.startswith(".convnet")
+                and path.suffix == ".tmp" and path.is_dir() and _writer_alive(path)]
+
+
+def _writer_alive(path: Path) -> bool:
+    pid = int(path.name.split(".")[2])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_stops_with_one_clear_message_and_the_next_run_completes(tmp_path, mnist_dir):
+    command = [sys.executable, "flows/prepare_data.py", "--artifacts-dir", str(tmp_path)]
+    started = time.monotonic()
+    completed = subprocess.run(command, cwd=REPOSITORY, env=_environment(mnist_dir), capture_output=True, text=True,
+                               timeout=300, preexec_fn=_limit_file_size(2 * 2**20))
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    error = completed.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "cannot write" in error and "bytes needed" in error, error
+    assert "train-images-idx3-ubyte.gz" in completed.stderr and "Traceback" not in completed.stderr
+    leftovers = [path for path in tmp_path.rglob("*") if path.is_file() and path.suffix in (".gz", ".parquet", ".tmp")]
+    sizes = {path.name: path.stat().st_size for path in leftovers}
+    assert all(size < 2 * 2**20 for size in sizes.values()) and not any(".tmp" in name for name in sizes), sizes
+    assert not (tmp_path / "data" / "mnist" / "train.parquet").exists()
+
+    completed = subprocess.run(command, cwd=REPOSITORY, env=_environment(mnist_dir), capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (tmp_path / "data" / "mnist" / "train.parquet").exists()
+    assert time.monotonic() - started < 300
