@@ -7,9 +7,13 @@ The child's log lines reach the caller's `log` as they are written.
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
 import resource
 import signal
+import subprocess
+import sys
+from multiprocessing.connection import Connection
 from collections.abc import Callable
 from typing import Any
 
@@ -59,19 +63,24 @@ def _child(sender, function: Callable[..., Any], args: tuple, kwargs: dict) -> N
 
 def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
                  on_start: Callable[[int], None] | None = None, **kwargs: Any) -> Any:
-    """Call `function(*args, log=..., **kwargs)` in a fresh process; return its result or raise its error.
+    """Call `function(*args, log=..., **kwargs)` in a fresh Python process; return its result or raise its error.
 
-    `function` must be importable by name (the child is started with the spawn method).
+    The child is a plain subprocess (not a multiprocessing child), so this works inside daemonic
+    processes such as Dask's workers. `function` must be importable by name.
     """
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(sender, function, args, kwargs))
-    process.start()
-    sender.close()
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end)],
+                               stdin=subprocess.PIPE, pass_fds=(write_end,))
+    os.close(write_end)
     if on_start is not None:
         on_start(process.pid)
-    outcome = None
     try:
+        process.stdin.write(pickle.dumps((function, args, kwargs)))
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # the child died already; its exit status says why
+    outcome = None
+    with Connection(read_end, writable=False) as receiver:
         while True:
             try:
                 kind, payload = receiver.recv()
@@ -81,12 +90,15 @@ def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], 
                 log(payload)
             else:
                 outcome = (kind, payload)
-    finally:
-        receiver.close()
-        process.join()
+    process.wait()
     if outcome is None:
-        raise RunCrashedError(f"the process running {function.__name__} {describe_exit(process.exitcode)}")
+        raise RunCrashedError(f"the process running {function.__name__} {describe_exit(process.returncode)}")
     kind, payload = outcome
     if kind == "error":
         raise payload
     return payload
+
+
+if __name__ == "__main__":  # the child: read the call from stdin, answer on the descriptor named in argv
+    call = pickle.load(sys.stdin.buffer)
+    _child(Connection(int(sys.argv[1]), readable=False), *call)

@@ -1,0 +1,63 @@
+"""Work in a child process of its own: results, errors and log lines come back; a killed child is named."""
+
+import multiprocessing
+import os
+import signal
+
+import pytest
+
+from mnist_models.isolation import RunCrashedError, describe_exit, run_isolated
+
+
+def add(a, b, *, log):
+    log(f"adding {a} and {b}")
+    return {"sum": a + b, "pid": os.getpid()}
+
+
+def fail(*, log):
+    raise FileNotFoundError("no such split: test.parquet")
+
+
+def die(number, *, log):
+    log("about to die")
+    os.kill(os.getpid(), number)
+
+
+def test_the_result_and_the_log_lines_come_back_from_another_process():
+    lines = []
+    result = run_isolated(add, 2, 3, log=lines.append)
+    assert result["sum"] == 5 and result["pid"] != os.getpid()
+    assert lines == ["adding 2 and 3"]
+
+
+def test_an_error_in_the_child_is_raised_with_its_type():
+    with pytest.raises(FileNotFoundError, match="no such split"):
+        run_isolated(fail, log=lambda line: None)
+
+
+@pytest.mark.parametrize(("number", "cause"), [
+    (signal.SIGKILL, "killed by signal 9 (SIGKILL); likely out of memory"),
+    (signal.SIGSEGV, "killed by signal 11 (SIGSEGV)")])
+def test_a_child_killed_by_a_signal_is_named(number, cause):
+    started = []
+    with pytest.raises(RunCrashedError, match=fr"the process running die {cause.replace('(', '[(]').replace(')', '[)]')}"):
+        run_isolated(die, number, log=lambda line: None, on_start=started.append)
+    assert len(started) == 1 and started[0] != os.getpid()
+
+
+def test_exit_descriptions():
+    assert describe_exit(3) == "exited with status 3 before reporting a result"
+    assert describe_exit(None) == "did not finish"
+
+
+def _in_daemon(queue):
+    queue.put(run_isolated(add, 1, 1, log=lambda line: None)["sum"])
+
+
+def test_works_inside_a_daemonic_process_such_as_a_dask_worker():
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_in_daemon, args=(queue,), daemon=True)
+    process.start()
+    assert queue.get(timeout=120) == 2
+    process.join(timeout=60)
