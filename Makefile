@@ -12,7 +12,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: study quick test test-all benchmark install clean
+.PHONY: study quick test test-all benchmark install clean automation
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,11 @@ test-all: $(STAMP)
 benchmark: $(STAMP)
 	$(PYTHON) benchmarks/load_parquet.py
 	$(PYTHON) benchmarks/training_speed.py $(ARGS)
+
+# Notify WEBHOOK_URL when full-study/nightly-retrain ends Failed or Crashed (docs/service.md); run it
+# again to change the URL. Needs PREFECT_API_URL pointing at the server and the deployments on it.
+automation: $(STAMP)  ## make automation WEBHOOK_URL=https://hooks.example.com/...
+	$(PYTHON) automations/create.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -15,15 +15,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Crashed, Failed
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MNIST_DIR = REPOSITORY.parent / "shared" / "datasets" / "mnist"
@@ -216,3 +219,98 @@ def test_quick_check_runs_on_a_worker(deployed, worker, tmp_path):
         f"quick-check ended {flow_run.state.name}: {flow_run.state.message}\nworker output:\n{_tail(log)}")
     assert (artifacts / "report" / "report.html").is_file(), _tail(log)
     assert (artifacts / "tables" / "summary.parquet").is_file(), _tail(log)
+
+
+NOTIFICATION_TIMEOUT = 60  # the server's triggers service acts on an event within seconds
+NOTIFICATION_QUIET = 5  # how long to wait for a notification that must not come
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that records every POST (path, headers, body) and answers 200."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *arguments):  # keep pytest's output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait_for(self, count: int, timeout: float) -> list:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return list(self.received)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+        thread.join(timeout=10)
+
+
+def _make_automation(server: PrefectServer, webhook_url: str) -> subprocess.CompletedProcess:
+    """The documented command, `make automation WEBHOOK_URL=...`, against the test's server. PYTHON is
+    the interpreter running the tests, and `-o` keeps make from reinstalling the environment."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "automation", "VENV=.venv",
+         f"PYTHON={sys.executable}", f"WEBHOOK_URL={webhook_url}"],
+        env={**server.env, "PWD": str(REPOSITORY)}, cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"make automation exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _end_a_run(client, deployment: str, state):
+    """Create a run of the deployment (no worker picks it up) and force it into a final state: the
+    server emits the same prefect.flow-run.<state> event as for a run that fails on a worker."""
+    flow_run = client.create_flow_run_from_deployment(client.read_deployment_by_name(deployment).id)
+    client.set_flow_run_state(flow_run.id, state, force=True)
+    return client.read_flow_run(flow_run.id)
+
+
+def test_nightly_failure_notifies_the_webhook(deployed, webhook_receiver):
+    # Made twice, the second time with the right URL: the command updates the automation in place
+    # (one automation, so one notification per failure) and the new URL is the one called.
+    _make_automation(deployed, f"{webhook_receiver.url}/old-hook")
+    created = _make_automation(deployed, f"{webhook_receiver.url}/hook")
+    assert "Updated automation 'nightly-retrain-failed'" in created.stdout, created.stdout
+    assert webhook_receiver.url not in created.stdout + created.stderr  # the URL is not echoed
+
+    with temporary_settings({PREFECT_API_URL: deployed.api_url}):
+        with get_client(sync_client=True) as client:
+            (automation,) = client.read_automations_by_name("nightly-retrain-failed")
+            assert automation.enabled
+            # A failed quick-check first: if it notified, its POST would come before the others.
+            _end_a_run(client, "full-study/quick-check", Failed(message="quick-check broke"))
+            failed = _end_a_run(client, "full-study/nightly-retrain", Failed(message="regression gate failed"))
+            crashed = _end_a_run(client, "full-study/nightly-retrain", Crashed(message="worker killed"))
+
+    webhook_receiver.wait_for(2, NOTIFICATION_TIMEOUT)
+    time.sleep(NOTIFICATION_QUIET)  # room for a wrong third notification (quick-check's) to arrive
+    received = webhook_receiver.received
+    assert len(received) == 2, f"expected 2 notifications, got {len(received)}: {received}\n{_tail(deployed.log)}"
+    assert {path for path, _, _ in received} == {"/hook"}
+    assert all(headers.get("Content-Type") == "application/json" for _, headers, _ in received)
+    notifications = {body["flow_run_id"]: body for body in (json.loads(body) for _, _, body in received)}
+    assert notifications.keys() == {str(failed.id), str(crashed.id)}
+    for flow_run, state, message in [(failed, "Failed", "regression gate failed"), (crashed, "Crashed", "worker killed")]:
+        notification = notifications[str(flow_run.id)]
+        assert notification["deployment"] == "full-study/nightly-retrain"
+        assert notification["flow_run_name"] == flow_run.name
+        assert (notification["state"], notification["message"]) == (state, message)
+        assert flow_run.name in notification["text"] and state in notification["text"]
