@@ -13,7 +13,7 @@ Makes: artifacts/{data,runs,tables,figures,report}/ as described in artifacts/RE
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
@@ -33,7 +33,7 @@ from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutc
 from tasks import stages
 from tasks.caching import Ledger
 from tasks.evaluation import evaluate_model
-from tasks.nightly import prune_old_runs, record_history, update_champions
+from tasks.nightly import gate_champions, prune_old_runs
 from tasks.training import train_model
 
 
@@ -76,8 +76,8 @@ def task_runner_for(config: StudyConfig, parallel: int):
     return ThreadPoolTaskRunner(max_workers=parallel)
 
 
-def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> StudyResult:
-    """Data, training grid, tables, figures and report for one resolved configuration."""
+def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, today: date) -> StudyResult:
+    """Data, training grid, tables, figures, the nightly gate and the report for one resolved configuration."""
     logger = get_run_logger()
     try:
         data = prepare(config.data_config, layout, ledger)
@@ -102,10 +102,18 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> S
     evaluated, failures = stages.collect(planned, outcomes, scores, data, layout, ledger)
     runs = tuple(planning.study_order(evaluated, config.model_order))
     result = StudyResult(artifacts_dir=layout.root, planned=len(planned), runs=runs, failures=tuple(failures))
+    champions = []
+
+    def nightly_gate() -> None:
+        champions.extend(gate_champions(result, layout, today.isoformat(), str(flow_run.get_id()),
+                                        config.regression_tolerance, config.significance_level))
+        prune_old_runs(layout, config.keep_nights, [run.run_id for run in planned])
+
     if runs:
-        result = stages.write_outputs(result, config, layout, ledger)
+        result = stages.write_outputs(result, config, layout, ledger,
+                                      nightly_gate if config.nightly else lambda: None)
     stages.publish(layout, ledger)
-    return result
+    return result.model_copy(update={"champions": tuple(champions)})
 
 
 @flow(name="full-study")
@@ -123,14 +131,9 @@ def full_study(config: StudyConfig = StudyConfig()) -> StudyResult:
         for leftover in remove_stale_temporaries(layout.root):
             get_run_logger().info(f"removed {leftover}, left by a run that was killed")
         try:
-            result = run_study(config, layout, ledger)
+            result = run_study(config, layout, ledger, today)
         except DiskFullError as error:
             return Failed(message=str(error))
-        if config.nightly and result.runs:
-            record_history(result, layout, today.isoformat(), str(flow_run.get_id()))
-            result = result.model_copy(update={
-                "champions": tuple(update_champions(result, layout, config.regression_tolerance))})
-            prune_old_runs(layout, config.keep_nights, [run.run_id for run in result.runs])
     if result.error:
         return Failed(message=result.error)
     if result.failures:
@@ -138,7 +141,8 @@ def full_study(config: StudyConfig = StudyConfig()) -> StudyResult:
             f"{len(result.failures)} of {result.planned} runs failed (the others are saved and reported; "
             "rerun to retrain only the failed ones):\n  " + "\n  ".join(result.failures)))
     if result.regressions:
-        return Failed(message="nightly regression gate failed; champions kept:\n  " + "\n  ".join(result.regressions))
+        return Failed(message="nightly regression gate failed (a significant drop); champions kept:\n  "
+                      + "\n  ".join(result.regressions))
     return result
 
 

@@ -23,7 +23,8 @@ from mnist_models.locking import artifacts_lock
 from mnist_models.provenance import Decision, StageKey, StageStore, code_closure, digest
 from mnist_models.records import PreparedData
 from tasks.caching import Ledger, write_decisions
-from tasks.data import download_idx, normalize_split, render_first_images, verify_idx, write_dataset_facts
+from tasks.data import download_idx, normalize_split, verify_idx, write_dataset_facts
+from tasks.figures import render_first_images
 
 
 class DataStageError(RuntimeError):
@@ -66,7 +67,7 @@ def prepare(config: DataConfig, layout: ArtifactsLayout, ledger: Ledger) -> Prep
     ledger.stage("data", "dataset_facts", facts_key,
                  lambda: (None, write_dataset_facts(raw, layout.tables_dir)), lambda stored: None)
     figure_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": split_hashes["train"]},
-                          code=code_closure("tasks.data", "mnist_models.plots"))
+                          code=code_closure("tasks.figures"))
     ledger.stage("data", "first_25_images", figure_key,
                  lambda: (None, [render_first_images(folder.split("train"), layout.figure("first_25_images"))]),
                  lambda stored: None)

@@ -19,7 +19,7 @@ from mnist_models.architectures import check_model_name
 from mnist_models.datasets import get_dataset
 from mnist_models.nightly import nightly_seed
 
-Profile = Literal["full", "quick"]
+Profile = Literal["full", "quick", "replicated"]
 STUDY_SEED = 42
 STAGES = ("data", "train", "evaluate", "tables", "figures", "report")  # what --refresh can name
 SEED_LIMIT = 2**32  # NumPy and TensorFlow seeds are unsigned 32-bit
@@ -28,6 +28,7 @@ SEED_LIMIT = 2**32  # NumPy and TensorFlow seeds are unsigned 32-bit
 PROFILES: dict[str, dict[str, object]] = {
     "full": {},
     "quick": {"learning_rates": (0.01, 0.001), "epochs": 1, "train_subset": 2000, "gradient_epochs": 2},
+    "replicated": {"replicates": 3},
 }
 
 
@@ -76,13 +77,17 @@ class DataConfig(BaseModel):
 class StudyConfig(DataConfig):
     """Everything that defines a study run; the defaults are the study's own settings."""
 
-    profile: Profile = Field("full", description="full = the study; quick = every stage on a 2,000-image slice")
+    profile: Profile = Field("full", description="full = the study; quick = every stage on a 2,000-image slice; "
+                                                 "replicated = the study with 3 seeds per cell")
     models: tuple[str, ...] = Field(("dnn", "convnet", "resnet"), description="models of the learning-rate sweep")
     learning_rates: tuple[float, ...] = Field((0.1, 0.01, 0.001, 0.0001), description="learning rates of the sweep")
     epochs: int = Field(10, description="epochs per sweep run")
     batch_size: int = Field(32, description="training batch size")
     seed: int | None = Field(None, description=f"random seed of every run (default {STUDY_SEED}; a nightly run: "
                                                "the date as YYYYMMDD)")
+    seeds: tuple[int, ...] | None = Field(None, description="train every cell once per seed, e.g. 42,43,44 "
+                                                            "(default: --seed alone)")
+    replicates: int | None = Field(None, description="train every cell with this many seeds: --seed, --seed + 1, ...")
     train_subset: int | None = Field(None, description="train on a stratified subset of this many images (default: all)")
     gradient_models: tuple[str, ...] = Field(("resnet_plain", "resnet"),
                                              description="models of the gradient experiment ('' for none)")
@@ -93,6 +98,8 @@ class StudyConfig(DataConfig):
     nightly: bool = Field(False, description="nightly retraining: date seed, history, champions and the regression gate")
     regression_tolerance: float = Field(
         0.005, description="nightly: fail if a model's accuracy drops more than this below its champion")
+    significance_level: float = Field(
+        0.05, description="nightly: a drop fails the night only when McNemar's test against the champion has p below this")
     keep_nights: int = Field(14, description="nightly: keep the run folders of this many recent nights (and every "
                                              "champion's); prune the rest")
 
@@ -145,7 +152,14 @@ class StudyConfig(DataConfig):
             raise ValueError(f"must be at least 1, got {value}")
         return value
 
-    @field_validator("workers", "train_subset")
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_in_range(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        for seed in value or ():
+            cls._seed_range(seed)
+        return _each_once(value, "seeds") if value is not None else None
+
+    @field_validator("workers", "train_subset", "replicates")
     @classmethod
     def _positive_or_none(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
@@ -159,12 +173,27 @@ class StudyConfig(DataConfig):
             raise ValueError(f"must be in [0, 2**32) (an unsigned 32-bit seed), got {value}")
         return value
 
+    @field_validator("significance_level")
+    @classmethod
+    def _level_range(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"must be a probability in (0, 1), such as 0.05, got {value}")
+        return value
+
     @field_validator("regression_tolerance")
     @classmethod
     def _tolerance_range(cls, value: float) -> float:
         if not 0 <= value < 1:
             raise ValueError(f"must be a fraction of accuracy in [0, 1), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _seeds_or_replicates(self) -> "StudyConfig":
+        if self.seeds and self.replicates:
+            raise ValueError("give --seeds or --replicates, not both")
+        if self.seeds == ():
+            raise ValueError("seeds is empty; expected at least one seed such as 42")
+        return self
 
     @model_validator(mode="after")
     def _non_empty_grid(self) -> "StudyConfig":
@@ -174,6 +203,14 @@ class StudyConfig(DataConfig):
                 "(or gradient models)"
             )
         return self
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds every cell trains with: --seeds, else --replicates seeds from --seed, else --seed alone."""
+        if self.seeds:
+            return self.seeds
+        base = STUDY_SEED if self.seed is None else self.seed
+        return tuple(base + offset for offset in range(self.replicates or 1))
 
     @property
     def model_order(self) -> tuple[str, ...]:

@@ -152,13 +152,28 @@ def confusion_table(study: StudyRuns) -> pd.DataFrame:
 
 
 def significance_table(study: StudyRuns, learning_rate: float = REFERENCE_LEARNING_RATE) -> pd.DataFrame:
-    """McNemar's test between each pair of models' sweep runs at one learning rate."""
+    """McNemar's test between each pair of models' sweep runs at one learning rate, per seed."""
     from mnist_models import metrics
 
     chosen = [run for run in study.serving("sweep") if np.isclose(run.learning_rate, learning_rate)]
-    table = metrics.significance_table({run.model: correct_vector(study.folder(run).predictions) for run in chosen})
-    table.insert(0, "learning_rate", learning_rate)
-    return table
+    frames = []
+    for seed in sorted({run.spec.seed for run in chosen}):
+        table = metrics.significance_table({run.model: correct_vector(study.folder(run).predictions)
+                                            for run in chosen if run.spec.seed == seed})
+        table.insert(0, "seed", seed)
+        table.insert(0, "learning_rate", learning_rate)
+        frames.append(table)
+    if not frames:
+        empty = metrics.significance_table({})
+        empty.insert(0, "seed", pd.Series(dtype="int64"))
+        empty.insert(0, "learning_rate", pd.Series(dtype="float64"))
+        return empty
+    return pd.concat(frames, ignore_index=True)
+
+
+def correct_by_run(study: StudyRuns) -> dict[str, np.ndarray]:
+    """Per sweep run, whether each test image was predicted right (for the across-seed comparisons)."""
+    return {run.run_id: correct_vector(study.folder(run).predictions) for run in study.serving("sweep")}
 
 
 def gradient_norms_table(study: StudyRuns) -> pd.DataFrame:
@@ -166,9 +181,11 @@ def gradient_norms_table(study: StudyRuns) -> pd.DataFrame:
     frames = []
     for run in study.serving("gradient"):
         frame = pd.read_parquet(study.folder(run).gradients)
+        frame.insert(0, "seed", run.spec.seed)
         frame.insert(0, "model", run.model)
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "epoch", "layer", "gradient_norm"])
+    columns = ["model", "seed", "epoch", "layer", "gradient_norm"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def model_summary_table(study: StudyRuns) -> pd.DataFrame:

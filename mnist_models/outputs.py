@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
-from mnist_models import evaluation
+from mnist_models import evaluation, replicates
 from mnist_models.evaluation import StudyRuns
 
 if TYPE_CHECKING:
@@ -56,26 +56,38 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
               build=_from_runs(evaluation.model_summary_table)),
     TableSpec("summary", "one row per run: accuracy with its 95% bootstrap interval, loss, macro F1, AUC, MAP, cost",
               tuple(evaluation.SUMMARY_COLUMNS), build=_from_runs(evaluation.summary_table)),
-    TableSpec("accuracy_at_lr", "accuracy per model at learning rate 0.001 beside the study's (its table 2.1)",
+    TableSpec("replicates", "per model and learning rate: seeds, mean, standard deviation and 95% t-interval of "
+              "accuracy and MAP across seeds", replicates.REPLICATES_COLUMNS, needs=("summary",),
+              build=_from_summary(replicates.replicates_table)),
+    TableSpec("accuracy_at_lr", "accuracy per model at learning rate 0.001 beside the study's (its table 2.1); "
+              "with several seeds, one row per seed and the across-seed columns",
               ("model", "learning_rate", "epochs", "accuracy", "accuracy_low", "accuracy_high", "study_accuracy"),
-              needs=("summary",), build=_from_summary(evaluation.accuracy_at_lr_table)),
-    TableSpec("lr_sweep", "accuracy per model and learning rate (the study's table 5.1)", ("model",),
-              needs=("summary",), build=_from_summary(evaluation.lr_sweep_table)),
+              needs=("summary", "replicates"), build=lambda study, tables: replicates.across_seed_columns(
+                  evaluation.accuracy_at_lr_table(tables["summary"]), tables["replicates"])),
+    TableSpec("lr_sweep", "accuracy per model and learning rate (the study's table 5.1); with several seeds, the "
+              "mean with its spread", ("model",), needs=("summary", "replicates"),
+              build=lambda study, tables: replicates.across_seed_sweep(
+                  evaluation.lr_sweep_table(tables["summary"]), tables["replicates"])),
     TableSpec("per_class_metrics", "per run and class: precision, recall, F1, ROC AUC, average precision",
               ("run_id", "model", "learning_rate", "class", "precision", "recall", "f1", "roc_auc",
                "average_precision", "support"), build=_from_runs(evaluation.per_class_table)),
     TableSpec("confusion_matrices", "each run's confusion matrix, one row per true label",
               ("run_id", "model", "learning_rate", "true_label", *(f"predicted_{label}" for label in range(10))),
               build=_from_runs(evaluation.confusion_table)),
-    TableSpec("significance", "McNemar's test between each pair of models at learning rate 0.001",
-              ("learning_rate", "model_a", "model_b", "accuracy_a", "accuracy_b", "only_a_correct",
+    TableSpec("significance", "McNemar's test between each pair of models at learning rate 0.001, per seed",
+              ("learning_rate", "seed", "model_a", "model_b", "accuracy_a", "accuracy_b", "only_a_correct",
                "only_b_correct", "statistic", "p_value", "method", "significant", "verdict"),
               build=_from_runs(evaluation.significance_table)),
+    TableSpec("seed_comparisons", "each pair of models at each learning rate across seeds: paired t-test beside "
+              "the per-seed McNemar results, and whether the difference holds", replicates.COMPARISON_COLUMNS,
+              needs=("summary",), build=lambda study, tables: replicates.seed_comparisons(
+                  tables["summary"], evaluation.correct_by_run(study))),
     TableSpec("gradient_norms", "per-layer gradient norms per epoch of the gradient experiment",
-              ("model", "epoch", "layer", "gradient_norm"), build=_from_runs(evaluation.gradient_norms_table)),
-    TableSpec("history", "nightly runs: one row per model per night", (
+              ("model", "seed", "epoch", "layer", "gradient_norm"), build=_from_runs(evaluation.gradient_norms_table)),
+    TableSpec("history", "nightly runs: one row per sweep run per night, with the gate's decision per model", (
         "date", "flow_run_id", "model", "learning_rate", "epochs", "seed", "accuracy", "accuracy_low",
-        "accuracy_high", "map", "run_id"), stage="nightly"),
+        "accuracy_high", "map", "run_id", "decision", "champion_accuracy", "p_value", "history_mean", "history_std",
+        "message"), stage="nightly"),
 )}
 
 
@@ -151,6 +163,27 @@ def _has_sweep_runs(inputs: FigureInputs) -> bool:
     return bool(inputs.representative)
 
 
+def _several_seeds(role: str):
+    return lambda inputs: len({run.spec.seed for run in inputs.study.serving(role)}) > 1
+
+
+def _lr_sweep_seeds(inputs: FigureInputs) -> "Figure":
+    from mnist_models import plots, replicates
+
+    sweep = evaluation.sweep_runs(inputs.tables["summary"])
+    return plots.plot_lr_sweep_across_seeds(replicates.replicates_table(inputs.tables["summary"]),
+                                            sweep[["model", "learning_rate", "seed", "accuracy"]])
+
+
+def _gradient_norms_seeds(inputs: FigureInputs) -> "Figure":
+    from mnist_models import plots
+
+    frames = [pd.read_parquet(inputs.study.folder(run).gradients).assign(variant=variant_label(run.model),
+                                                                       seed=run.spec.seed)
+              for run in inputs.study.serving("gradient")]
+    return plots.plot_gradient_norm_band(pd.concat(frames, ignore_index=True))
+
+
 def _kernel_histograms(inputs: FigureInputs) -> "Figure":
     from mnist_models import plots
 
@@ -213,6 +246,10 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
     FigureSpec("accuracy_curves", "training and validation accuracy per epoch of each model's representative run",
                _has_sweep_runs, _accuracy_curves),
     FigureSpec("lr_sweep_heatmap", "test accuracy per model and learning rate", _has_sweep_runs, _lr_sweep_heatmap),
+    FigureSpec("lr_sweep_seeds", "test accuracy per learning rate: mean and 95% interval across seeds",
+               _several_seeds("sweep"), _lr_sweep_seeds),
+    FigureSpec("gradient_norms_seeds", "target_layer's gradient norm per epoch with its band across seeds",
+               _several_seeds("gradient"), _gradient_norms_seeds),
     FigureSpec("roc_{model}", "ROC curves, one class against the rest", _has_sweep_runs, _roc),
     FigureSpec("f1_{model}", "precision, recall and F1 per class", _has_sweep_runs, _f1),
     FigureSpec("confusion_{model}", "confusion matrix", _has_sweep_runs, _confusion),

@@ -37,16 +37,17 @@ def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, see
 
 
 def plan_runs(config: StudyConfig, data_hash: str) -> list[PlannedRun]:
-    """The study's runs, each once with every role it serves: the sweep grid, then the gradient pair."""
+    """The study's runs, each once with every role it serves: the sweep grid, then the gradient pair, per seed."""
 
-    def spec(model: str, learning_rate: float, epochs: int):
-        return run_spec(model, learning_rate, epochs, config.batch_size, config.seed, config.train_subset,
+    def spec(model: str, learning_rate: float, epochs: int, seed: int):
+        return run_spec(model, learning_rate, epochs, config.batch_size, seed, config.train_subset,
                         config.dataset, data_hash)
 
     wanted: list[tuple[Role, RunSpec]] = [
-        ("sweep", spec(model, rate, config.epochs)) for model in config.models for rate in config.learning_rates]
-    wanted += [("gradient", spec(model, config.gradient_learning_rate, config.gradient_epochs))
-               for model in config.gradient_models]
+        ("sweep", spec(model, rate, config.epochs, seed))
+        for seed in config.run_seeds for model in config.models for rate in config.learning_rates]
+    wanted += [("gradient", spec(model, config.gradient_learning_rate, config.gradient_epochs, seed))
+               for seed in config.run_seeds for model in config.gradient_models]
     roles: dict[str, set[Role]] = {}
     specs = {}
     for role, run in wanted:
@@ -168,4 +169,5 @@ def threads_per_worker(config: StudyConfig, runs_to_train: int, capacity: Capaci
 
 def study_order(runs: Iterable[EvaluatedRun], model_order: Sequence[str]) -> list[EvaluatedRun]:
     """Runs as the tables list them: sweep runs first, models in the study's order, largest learning rate first."""
-    return sorted(runs, key=lambda run: (not run.serves("sweep"), model_order.index(run.model), -run.learning_rate))
+    return sorted(runs, key=lambda run: (not run.serves("sweep"), model_order.index(run.model), -run.learning_rate,
+                                         run.spec.seed))

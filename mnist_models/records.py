@@ -182,6 +182,8 @@ class ChampionDecision(Record):
     champion_accuracy: float | None
     promoted: bool
     regressed: bool
+    warning: bool = False  # a drop beyond the tolerance that is not significant: the night passes
+    p_value: float | None = None  # McNemar's test against the champion on the same test images
     message: str
 
 

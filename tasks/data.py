@@ -59,13 +59,3 @@ def write_dataset_facts(raw_paths: dict[str, Path], tables_dir: Path) -> list[Pa
         arrays["t10k-images-idx3-ubyte.gz"], arrays["t10k-labels-idx1-ubyte.gz"],
     )
     return list(tables.write_table(facts, tables_dir, "dataset_facts").values())
-
-
-@task
-def render_first_images(train_path: Path, figure_path: Path) -> Path:
-    """Render the first 25 normalized training images with their labels (study figure 1.1)."""
-    from mnist_models import plots
-
-    split = data_lib.load_split(train_path)
-    figure = plots.plot_first_images(split.images[:25], split.labels[:25])
-    return plots.save_figure(figure, figure_path)

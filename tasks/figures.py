@@ -1,4 +1,4 @@
-"""Figure task: draw every figure of the outputs registry that applies to the study's runs."""
+"""Figure tasks: the data set's first images, and every figure of the outputs registry that applies to the runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from mnist_models import outputs
+from mnist_models.data import load_split
 from mnist_models.evaluation import StudyRuns
 from tasks.reporting import read_study_tables
 
@@ -21,3 +22,13 @@ def render_figures(study: StudyRuns) -> dict[str, Path]:
                for name, figure in outputs.draw_figures(inputs)}
     get_run_logger().info(f"wrote {len(figures)} figures to {study.layout.figures_dir}")
     return figures
+
+
+@task
+def render_first_images(train_path: Path, figure_path: Path) -> Path:
+    """Render the first 25 normalized training images with their labels (study figure 1.1)."""
+    from mnist_models import plots
+
+    split = load_split(train_path)
+    figure = plots.plot_first_images(split.images[:25], split.labels[:25])
+    return plots.save_figure(figure, figure_path)

@@ -5,7 +5,7 @@ Also the cache_decisions table and the Prefect artifacts, which every run publis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 from prefect import get_run_logger
@@ -76,8 +76,12 @@ def _runs_key(study: StudyRuns, code: dict[str, str], libraries: Sequence[str]) 
                     code=code, versions=library_versions(libraries))
 
 
-def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger) -> StudyResult:
-    """Tables, figures and report, each reused while its inputs, code and files are unchanged."""
+def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger,
+                  before_report: Callable[[], None] = lambda: None) -> StudyResult:
+    """Tables, figures and report, each reused while its inputs, code and files are unchanged.
+
+    `before_report` runs between the figures and the report (the nightly gate, whose history the report shows).
+    """
     trained_models = {run.model for run in result.runs}
     study = StudyRuns(result.runs, layout, tuple(model for model in config.model_order if model in trained_models))
     table_paths = ledger.stage(
@@ -88,8 +92,11 @@ def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLay
         "figures", "study", _runs_key(study, code_closure("tasks.figures"), FIGURE_LIBRARIES),
         lambda: _written(layout, render_figures(study), lambda path: [path]),
         lambda stored: {name: layout.absolute(path) for name, path in stored.items()})
+    before_report()
     figure_paths = {"first_25_images": layout.figure("first_25_images"), **figure_paths}
-    table_names = ["dataset_facts", *table_paths]
+    if layout.figure("history").exists() and config.nightly:
+        figure_paths["history"] = layout.figure("history")
+    table_names = ["dataset_facts", *table_paths, *(["history"] if config.nightly else [])]
     report_inputs = [*(layout.table(name)["parquet"] for name in table_names), *figure_paths.values()]
     report_key = StageKey(parameters={"settings": config.report_settings(), "tables": table_names},
                           inputs={layout.relative(path).as_posix(): _hash(path) for path in report_inputs},

@@ -364,16 +364,21 @@ def test_nightly_run_keeps_history_and_champions_and_gates_regressions(tmp_path)
     seed = int(time.strftime("%Y%m%d", time.gmtime()))
     assert result.runs[0].spec.seed == seed
     history = pd.read_parquet(tmp_path / "tables" / "history.parquet")
-    assert history[["model", "seed"]].values.tolist() == [["dnn", seed]]
+    assert history[["model", "seed", "decision"]].values.tolist() == [["dnn", seed, "first champion"]]
     assert (tmp_path / "figures" / "history.png").exists()
+    assert "first champion" in (tmp_path / "report" / "report.md").read_text()
     champion = tmp_path / "models" / "champion"
     assert json.loads((champion / "dnn.json").read_text())["run_id"] == result.runs[0].run_id
 
-    # A champion far better than tonight's model: the gate fails the run and keeps the champion.
-    record = json.loads((champion / "dnn.json").read_text())
-    (champion / "dnn.json").write_text(json.dumps({**record, "accuracy": 0.999, "run_id": "legendary"}))
+    # A champion right on every test image: tonight's model is significantly worse on the same images,
+    # so the gate fails the night and keeps the champion's predictions.
+    stored = champion / "dnn.predictions.parquet"
+    perfect = pd.read_parquet(stored).assign(predicted=lambda frame: frame["label"])
+    perfect.to_parquet(stored, index=False)
     state = study(tmp_path, models=["dnn"], nightly=True)
     assert state.is_failed()
-    assert "regression gate failed" in state.message and "dnn" in state.message and "0.9990" in state.message
-    assert json.loads((champion / "dnn.json").read_text())["run_id"] == "legendary"
-    assert len(pd.read_parquet(tmp_path / "tables" / "history.parquet")) == 1  # one row per model per night
+    assert "regression gate failed" in state.message and "dnn" in state.message and "McNemar p=" in state.message
+    assert (pd.read_parquet(stored)["predicted"] == pd.read_parquet(stored)["label"]).all()
+    history = pd.read_parquet(tmp_path / "tables" / "history.parquet")
+    assert history[["model", "decision"]].values.tolist() == [["dnn", "regressed"]]  # one row per model per night
+    assert history["champion_accuracy"].iloc[0] == 1.0 and history["p_value"].iloc[0] < 0.05
