@@ -10,12 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from mnist_models import plots
+from mnist_models.replicates import spread
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DIGITS = 10
@@ -154,9 +156,82 @@ def history():
     return pd.DataFrame(rows)
 
 
+SEEDS = (42, 43, 44)
+SEED_OFFSETS = {42: -0.002, 43: 0.0005, 44: 0.0015}  # around the study's single run, so cells differ by seed
+
+
+@pytest.fixture
+def seed_sweep():
+    """One row per run: the study's table 5.1 shifted per seed."""
+    rows = [
+        {"model": model, "learning_rate": rate, "seed": seed, "accuracy": accuracy + SEED_OFFSETS[seed]}
+        for model, by_rate in STUDY_TABLE_5_1.items()
+        for rate, accuracy in by_rate.items()
+        for seed in SEEDS
+    ]
+    return pd.DataFrame(rows)
+
+
+def _replicates(seed_sweep: pd.DataFrame) -> pd.DataFrame:
+    """The replicates table's columns, built with the pipeline's own `spread` (NaN interval for one seed)."""
+    rows = []
+    for (model, rate), runs in seed_sweep.groupby(["model", "learning_rate"], sort=False):
+        mean, std, low, high = spread(runs["accuracy"])
+        rows.append(
+            {
+                "model": model,
+                "learning_rate": rate,
+                "seeds": len(runs),
+                "seed_list": ",".join(str(seed) for seed in sorted(runs["seed"])),
+                "accuracy_mean": mean,
+                "accuracy_std": std,
+                "accuracy_mean_low": low,
+                "accuracy_mean_high": high,
+                "map_mean": mean,  # MAP is not drawn; the table carries it
+                "map_std": std,
+                "map_mean_low": low,
+                "map_mean_high": high,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def replicates(seed_sweep):
+    return _replicates(seed_sweep)
+
+
+GRADIENT_VARIANTS = {"without shortcut (resnet_plain)": 1e-4, "with shortcut (resnet)": 1e-1}
+
+
+@pytest.fixture
+def seed_gradients(rng):
+    """One row per variant, seed, epoch and layer; the plain variant's target_layer norms vanish."""
+    rows = [
+        {"variant": variant, "seed": seed, "epoch": epoch, "layer": layer,
+         "gradient_norm": scale * float(rng.uniform(0.5, 2.0)) / epoch * (1e4 if layer == "dense" else 1.0)}
+        for variant, scale in GRADIENT_VARIANTS.items()
+        for seed in SEEDS
+        for epoch in range(1, 6)
+        for layer in ("target_layer", "dense")
+    ]
+    return pd.DataFrame(rows)
+
+
 @pytest.fixture
 def figure_makers(
-    images, kernel_histograms, gradient_norms, histories, predictions, per_class, sweep, confusion, history
+    images,
+    kernel_histograms,
+    gradient_norms,
+    histories,
+    predictions,
+    per_class,
+    sweep,
+    confusion,
+    history,
+    replicates,
+    seed_sweep,
+    seed_gradients,
 ):
     """Name -> zero-argument callable building that figure from the synthetic data."""
     labels, probabilities = predictions
@@ -170,6 +245,8 @@ def figure_makers(
         "lr_sweep_heatmap": lambda: plots.plot_lr_sweep_heatmap(sweep),
         "confusion_dnn": lambda: plots.plot_confusion_matrix(confusion, "Confusion, DNN"),
         "history": lambda: plots.plot_history(history),
+        "lr_sweep_across_seeds": lambda: plots.plot_lr_sweep_across_seeds(replicates, seed_sweep),
+        "gradient_norm_band": lambda: plots.plot_gradient_norm_band(seed_gradients),
     }
 
 
@@ -198,6 +275,8 @@ def _figure_title(figure: Figure) -> str:
         "lr_sweep_heatmap",
         "confusion_dnn",
         "history",
+        "lr_sweep_across_seeds",
+        "gradient_norm_band",
     ],
 )
 def test_every_figure_has_a_title_and_labelled_axes(figure_makers, name):
@@ -555,3 +634,173 @@ def test_history_rejects_bad_input(history):
         plots.plot_history(history.assign(date="last tuesday"))
     with pytest.raises(ValueError, match=r"missing columns \['accuracy_low', 'accuracy_high'\]"):
         plots.plot_history(history.drop(columns=["accuracy_low", "accuracy_high"]))
+
+
+# --------------------------------------------------------------------------- learning-rate sweep across seeds
+
+
+def _mean_lines(axes) -> list:
+    return [line for line in axes.get_lines() if not line.get_label().startswith("_")]
+
+
+def test_lr_sweep_across_seeds_draws_means_intervals_and_every_seed(replicates, seed_sweep):
+    # a t-interval is symmetric; widen its top so that the bars' two ends are told apart
+    replicates = replicates.assign(accuracy_mean_high=replicates["accuracy_mean_high"] + 0.001)
+    figure = plots.plot_lr_sweep_across_seeds(replicates, seed_sweep)
+    axes = figure.axes[0]
+    models = list(STUDY_TABLE_5_1)
+    means = _mean_lines(axes)
+    assert [line.get_label() for line in means] == [f"{model} (3 seeds)" for model in models]
+    bars = axes.containers
+    dots = [collection for collection in axes.collections if isinstance(collection, PathCollection)]
+    assert len(bars) == len(dots) == len(models)
+    for model, line, container, scatter in zip(models, means, bars, dots):
+        cells = replicates[replicates["model"] == model].sort_values("learning_rate")
+        np.testing.assert_allclose(line.get_ydata(), cells["accuracy_mean"])
+        # models are nudged sideways by under a tenth of a decade, never onto a neighbouring rate
+        np.testing.assert_allclose(np.log10(line.get_xdata()), np.log10(cells["learning_rate"]), atol=0.1)
+        segments = np.array(container.lines[2][0].get_segments())  # one vertical bar per learning rate
+        np.testing.assert_allclose(segments[:, 0, 1], cells["accuracy_mean_low"])
+        np.testing.assert_allclose(segments[:, 1, 1], cells["accuracy_mean_high"])
+        runs = seed_sweep[seed_sweep["model"] == model]
+        np.testing.assert_allclose(sorted(scatter.get_offsets()[:, 1]), sorted(runs["accuracy"]))
+    assert axes.get_xscale() == "log"
+    left, right = axes.get_xlim()
+    assert left > 0.1 > 0.0001 > right, "largest learning rate on the left, as in study table 5.1"
+    assert sorted(label.get_text() for label in axes.get_xticklabels()) == ["0.0001", "0.001", "0.01", "0.1"]
+    # the diverged LR 0.1 (accuracy ~0.1) beside 0.99 models: logit keeps both readable
+    assert axes.get_yscale() == "logit" and "logit" in axes.get_ylabel()
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == [
+        *(f"{model} (3 seeds)" for model in models),
+        "one seed's accuracy",
+        "mean, 95% t-interval across seeds",
+    ]
+    assert axes.get_title() == "Test accuracy by learning rate: mean and 95% interval across 3 seeds"
+
+
+def test_lr_sweep_across_seeds_keeps_a_linear_axis_without_a_diverged_rate(seed_sweep):
+    healthy = seed_sweep[seed_sweep["learning_rate"] <= 0.001]
+    axes = plots.plot_lr_sweep_across_seeds(_replicates(healthy), healthy).axes[0]
+    assert axes.get_yscale() == "linear"
+    assert axes.get_ylabel() == "test accuracy"
+
+
+def test_lr_sweep_across_seeds_with_one_seed_draws_no_interval(seed_sweep):
+    single = seed_sweep[seed_sweep["seed"] == 42]
+    replicates = _replicates(single)
+    assert replicates["accuracy_mean_low"].isna().all()
+    figure = plots.plot_lr_sweep_across_seeds(replicates, single)
+    axes = figure.axes[0]
+    assert axes.containers == [], "no error bars where there is no interval"
+    dnn = [STUDY_TABLE_5_1["DNN"][rate] + SEED_OFFSETS[42] for rate in (0.0001, 0.001, 0.01, 0.1)]
+    np.testing.assert_allclose(_mean_lines(axes)[0].get_ydata(), dnn)
+    assert [text.get_text() for text in axes.get_legend().get_texts()][-1] == "one seed's accuracy"
+    assert "one seed" in axes.get_title() and "interval" in axes.get_title()
+    figure.canvas.draw()
+
+
+def test_lr_sweep_across_seeds_says_when_cells_have_different_seed_counts(seed_sweep):
+    # ResNet at LR 0.1 has only seed 42: that cell gets no bar, the legend and title say "up to"
+    dropped = (seed_sweep["model"] == "ResNet") & (seed_sweep["learning_rate"] == 0.1) & (seed_sweep["seed"] != 42)
+    uneven = seed_sweep[~dropped]
+    axes = plots.plot_lr_sweep_across_seeds(_replicates(uneven), uneven).axes[0]
+    assert [line.get_label() for line in _mean_lines(axes)][-1] == "ResNet (1–3 seeds)"
+    resnet_bars = np.array(axes.containers[-1].lines[2][0].get_segments())
+    assert len(resnet_bars) == 3, "one bar per learning rate with two seeds or more"
+    assert "across up to 3 seeds" in axes.get_title()
+
+
+def test_lr_sweep_across_seeds_rejects_bad_input(replicates, seed_sweep):
+    with pytest.raises(ValueError, match=r"replicates table: missing columns \['accuracy_mean_high'\]"):
+        plots.plot_lr_sweep_across_seeds(replicates.drop(columns="accuracy_mean_high"), seed_sweep)
+    with pytest.raises(ValueError, match=r"one row per seed\): missing columns \['seed'\]"):
+        plots.plot_lr_sweep_across_seeds(replicates, seed_sweep.drop(columns="seed"))
+    with pytest.raises(ValueError, match="2 seeds in the sweep but 3 in the replicates table"):
+        plots.plot_lr_sweep_across_seeds(replicates, seed_sweep[seed_sweep["seed"] != 44])
+    with pytest.raises(ValueError, match="'ResNet' at learning rate 0.0001 has runs but no row"):
+        plots.plot_lr_sweep_across_seeds(replicates.iloc[:-1], seed_sweep)
+    with pytest.raises(ValueError, match="does not contain accuracy_mean"):
+        below = replicates.assign(accuracy_mean_high=replicates["accuracy_mean"] - 0.01)
+        plots.plot_lr_sweep_across_seeds(below, seed_sweep)
+    half_open = replicates.assign(accuracy_mean_high=np.nan)
+    with pytest.raises(ValueError, match="both be finite or both NaN"):
+        plots.plot_lr_sweep_across_seeds(half_open, seed_sweep)
+    with pytest.raises(ValueError, match="appears more than once"):
+        plots.plot_lr_sweep_across_seeds(pd.concat([replicates, replicates.head(1)]), seed_sweep)
+    with pytest.raises(ValueError, match="learning rates must be positive"):
+        plots.plot_lr_sweep_across_seeds(replicates.assign(learning_rate=0.0), seed_sweep)
+
+
+# --------------------------------------------------------------------------- gradient norm band across seeds
+
+
+def test_gradient_norm_band_draws_the_mean_and_a_min_max_band_per_variant(seed_gradients):
+    figure = plots.plot_gradient_norm_band(seed_gradients)
+    axes = figure.axes[0]
+    variants = list(GRADIENT_VARIANTS)
+    target = seed_gradients[seed_gradients["layer"] == "target_layer"]
+    lines = axes.get_lines()
+    bands = [collection for collection in axes.collections if isinstance(collection, PolyCollection)]
+    assert len(lines) == len(bands) == len(variants)
+    for variant, line, band in zip(variants, lines, bands):
+        rows = target[target["variant"] == variant]
+        per_epoch = rows.groupby("epoch")["gradient_norm"].agg(["mean", "min", "max"])
+        np.testing.assert_allclose(line.get_xdata(), per_epoch.index)
+        np.testing.assert_allclose(line.get_ydata(), per_epoch["mean"])
+        vertices = band.get_paths()[0].vertices
+        for epoch, row in per_epoch.iterrows():
+            heights = vertices[np.isclose(vertices[:, 0], epoch), 1]
+            assert heights.min() == pytest.approx(row["min"]) and heights.max() == pytest.approx(row["max"])
+    assert axes.get_yscale() == "log", "target_layer norms span 1e-5..1e-1"
+    assert "log" in axes.get_ylabel() and "target_layer" in axes.get_ylabel()
+    expected = [(f"{variant} (mean of 3 seeds)", f"{variant}: min–max across 3 seeds") for variant in variants]
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == [text for pair in expected for text in pair]
+    assert axes.get_title() == "Gradient norm of target_layer per epoch: mean and min–max band across 3 seeds"
+
+
+def test_gradient_norm_band_draws_only_the_named_layer_on_a_linear_axis_when_norms_are_close(seed_gradients):
+    # dense norms are 1e4 times target_layer's and within a factor of 100 of each other; none of target_layer's show
+    dense = seed_gradients[seed_gradients["variant"] == "with shortcut (resnet)"]
+    axes = plots.plot_gradient_norm_band(dense, layer="dense").axes[0]
+    assert axes.get_yscale() == "linear" and axes.get_ylabel() == "gradient norm of dense"
+    (line,) = axes.get_lines()
+    expected = dense[dense["layer"] == "dense"].groupby("epoch")["gradient_norm"].mean()
+    np.testing.assert_allclose(line.get_ydata(), expected)
+    assert "dense" in axes.get_title()
+
+
+def test_gradient_norm_band_with_one_seed_draws_lines_without_a_band(seed_gradients):
+    single = seed_gradients[seed_gradients["seed"] == 43]
+    figure = plots.plot_gradient_norm_band(single)
+    axes = figure.axes[0]
+    assert [collection for collection in axes.collections if isinstance(collection, PolyCollection)] == []
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend == [f"{variant} (1 seed)" for variant in GRADIENT_VARIANTS]
+    expected = single[(single["layer"] == "target_layer") & (single["variant"] == "with shortcut (resnet)")]
+    np.testing.assert_allclose(axes.get_lines()[1].get_ydata(), expected.sort_values("epoch")["gradient_norm"])
+    assert "no band" in axes.get_title()
+    figure.canvas.draw()
+
+
+def test_gradient_norm_band_rejects_bad_input(seed_gradients):
+    with pytest.raises(ValueError, match=r"no rows for layer 'conv_z'; layers present: \['target_layer', 'dense'\]"):
+        plots.plot_gradient_norm_band(seed_gradients, layer="conv_z")
+    with pytest.raises(ValueError, match=r"missing columns \['variant'\]"):
+        plots.plot_gradient_norm_band(seed_gradients.rename(columns={"variant": "model"}))
+    with pytest.raises(ValueError, match="more than one 'target_layer' row at epoch 1"):
+        plots.plot_gradient_norm_band(pd.concat([seed_gradients, seed_gradients.head(1)]))
+    with pytest.raises(ValueError, match="non-negative"):
+        plots.plot_gradient_norm_band(seed_gradients.assign(gradient_norm=-seed_gradients["gradient_norm"]))
+    with pytest.raises(ValueError, match="every gradient norm of layer 'target_layer' is zero"):
+        plots.plot_gradient_norm_band(seed_gradients.assign(gradient_norm=0.0))
+
+
+# --------------------------------------------------------------------------- saving the across-seed figures
+
+
+@pytest.mark.parametrize("name", ["lr_sweep_across_seeds", "gradient_norm_band"])
+def test_across_seed_figures_save_as_png(figure_makers, name, tmp_path):
+    written = plots.save_figure(figure_makers[name](), tmp_path / f"{name}.png")
+    assert written.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(written) as image:
+        assert image.format == "PNG" and image.width > 300 and image.height > 300
