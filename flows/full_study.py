@@ -39,25 +39,29 @@ from tasks.training import train_model
 
 @flow(name="train-grid")
 def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list[str], data: PreparedData,
-               layout: ArtifactsLayout, threads: int | None) -> list[RunOutcome]:
-    """Train and evaluate the runs that need it, in parallel; a failed run is reported, not fatal to the others."""
+               layout: ArtifactsLayout, threads: int | None, resume: bool = True) -> list[RunOutcome]:
+    """Train (one task per lineage) and evaluate the runs that need it, in parallel; a failed run is reported,
+    not fatal to the others."""
     logger = get_run_logger()
-    trained = {train_model.submit(run.spec, data, layout, threads): run for run in planning.longest_first(planned)
-               if run.run_id in to_train}
+    jobs = planning.lineage_jobs([run for run in planned if run.run_id in to_train])
+    trained = {train_model.submit([run.spec for run in job], data, layout, threads, resume): job for job in jobs}
     done = {run.run_id: stages.reused_training(run, layout) for run in planned if run.run_id not in to_train}
     evaluations = {evaluate_model.submit(record, data, layout): run_id
                    for run_id, record in done.items() if run_id in to_evaluate}
-    outcomes = []
-    for count, future in enumerate(as_completed(list(trained)), start=1):
-        run = trained[future]
+    outcomes, finished = [], 0
+    for future in as_completed(list(trained)):
+        job = trained[future]
         try:
-            done[run.run_id] = future.result()
+            records = future.result()
         except Exception as error:  # noqa: BLE001 - one crashed run must not lose the others
-            outcomes.append(RunOutcome(run_id=run.run_id, failure=f"{type(error).__name__}: {error}"))
+            outcomes += [RunOutcome(run_id=run.run_id, failure=f"{type(error).__name__}: {error}") for run in job]
         else:
-            evaluations[evaluate_model.submit(done[run.run_id], data, layout)] = run.run_id
+            for record in records:
+                done[record.spec.run_id] = record
+                evaluations[evaluate_model.submit(record, data, layout)] = record.spec.run_id
+        finished += len(job)
         failed = f" ({len(outcomes)} failed)" if outcomes else ""
-        logger.info(f"{count} of {len(trained)} runs done{failed}")
+        logger.info(f"{finished} of {len(to_train)} runs done{failed}")
     for future, run_id in evaluations.items():
         try:
             outcomes.append(RunOutcome(run_id=run_id, trained=done[run_id], scores=future.result()))
@@ -84,6 +88,8 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
     except (DataStageError, DiskFullError) as error:
         return StudyResult(artifacts_dir=layout.root, planned=0, error=f"data preparation failed: {error}")
     planned = planning.plan_runs(config, data.content_hash)
+    for folder in planning.prune_checkpoints(layout, planned):
+        logger.info(f"removed the checkpoints {folder.name}: no planned run continues them")
     training = {run.run_id: ledger.record(planning.training_decision(run, layout, "train" in ledger.refresh))
                 for run in planned}
     to_train = [run_id for run_id, decision in training.items() if decision.action == "recomputed"]
@@ -96,7 +102,7 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
         threads = planning.threads_per_worker(config, len(to_train), capacity)
         logger.info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: {capacity.describe()}")
         outcomes = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-            planned, to_train, to_evaluate, data, layout, threads)
+            planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh)
     else:  # every run reused as it is: no worker processes to start
         outcomes = [RunOutcome(run_id=run.run_id, trained=stages.reused_training(run, layout)) for run in planned]
     evaluated, failures = stages.collect(planned, outcomes, scores, data, layout, ledger)

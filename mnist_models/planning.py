@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,31 @@ def expected_cost(run: PlannedRun) -> float:
 def longest_first(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
     """Runs in decreasing expected cost, so the long ones do not start last and leave cores idle."""
     return sorted(planned, key=lambda run: -expected_cost(run))
+
+
+def lineage_jobs(planned: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
+    """The runs to train grouped into lineages (equal but for their epochs), each trained once, longest first.
+
+    The study's resnet at LR 0.001 for 10 epochs (sweep) and for 20 (gradient experiment) is one job:
+    the 10-epoch run is written on the way to 20.
+    """
+    jobs: dict[str, list[PlannedRun]] = {}
+    for run in planned:
+        jobs.setdefault(run.spec.lineage, []).append(run)
+    ordered = [sorted(job, key=lambda run: run.spec.epochs) for job in jobs.values()]
+    return sorted(ordered, key=lambda job: -expected_cost(job[-1]))
+
+
+def prune_checkpoints(layout: ArtifactsLayout, planned: Sequence[PlannedRun]) -> list[Path]:
+    """Remove the checkpoints of lineages no planned run belongs to; return what was removed."""
+    from mnist_models.training import checkpoints_of
+
+    wanted = {checkpoints_of(layout.runs_dir, run.spec).name for run in planned}
+    removed = [folder for folder in sorted((layout.runs_dir / ".checkpoints").glob("*"))
+               if folder.is_dir() and folder.name not in wanted]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
 
 
 @dataclass(frozen=True)

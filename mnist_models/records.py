@@ -60,6 +60,12 @@ class RunSpec(Record):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
     @property
+    def lineage(self) -> str:
+        """Content address of the spec without its epoch count: runs of one lineage are prefixes of each other."""
+        fields = self.model_dump(mode="json", exclude={"epochs"})
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    @property
     def run_id(self) -> str:
         """Readable, unique folder name: model, learning rate, epochs, seed and a short key."""
         subset = f"-n{self.train_subset}" if self.train_subset else ""

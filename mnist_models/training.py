@@ -1,19 +1,21 @@
-"""Train one run of the study and write its folder: model, history, gradients, histograms, manifest.
+"""Train the study's runs and write their folders: model, history, gradients, histograms, manifest.
 
-A run is fully described by a `RunSpec` (mnist_models.records); its id and cache key are derived
-from the spec, which includes the data's content hash and the hash of the code that builds and
-trains the model.
+A run is fully described by a `RunSpec` (mnist_models.records). Runs whose specs differ only in
+their epoch count form a lineage: they are trained once, the shorter ones written on the way, and a
+longer run continues from the furthest saved state (a finished run or a per-epoch checkpoint).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from mnist_models.records import RunSpec, TrainedRun
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 HISTOGRAM_BINS = 40
 GRADIENT_BATCH = 256
+VALIDATION_BATCH = 1000  # validation's batch size changes no trained weight, only the cost of scoring
 
 
 def read_manifest(folder: RunFolder) -> dict | None:
@@ -94,134 +97,239 @@ def _first_kernel_layer(model):
         return next(layer for layer in model.layers if hasattr(layer, "kernel"))
 
 
-def _make_callbacks(model, spec: RunSpec, run_id: str, probe: tuple[np.ndarray, np.ndarray],
-                    log: Callable[[str], None]):
-    import keras
-    import tensorflow as tf
+class _Recorder:
+    """Per epoch: the tracked kernel's histogram and each kernel's gradient norm on a fixed probe batch."""
 
-    kernel_layer = _first_kernel_layer(model)
-    kernel_layers = [layer for layer in model.layers if hasattr(layer, "kernel")]
-    loss_function = keras.losses.SparseCategoricalCrossentropy()
-    probe_images = tf.constant(probe[0])
-    probe_labels = tf.constant(probe[1])
+    def __init__(self, model, probe: tuple[np.ndarray, np.ndarray]) -> None:
+        import keras
+        import tensorflow as tf
 
-    class Recorder(keras.callbacks.Callback):
-        """Per epoch: one progress line, the tracked kernel's histogram, each kernel's gradient norm."""
+        self.model = model
+        self.kernel_layer = _first_kernel_layer(model)
+        self.kernel_layers = [layer for layer in model.layers if hasattr(layer, "kernel")]
+        self.loss_function = keras.losses.SparseCategoricalCrossentropy()
+        self.probe = (tf.constant(probe[0]), tf.constant(probe[1]))
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.histograms: list[dict] = []
-            self.gradients: list[dict] = []
-            self.seconds: list[float] = []
-            self._epoch_start = 0.0
+    def histogram(self, epoch: int) -> list[dict]:
+        counts, edges = np.histogram(np.asarray(self.kernel_layer.kernel).ravel(), bins=HISTOGRAM_BINS)
+        return [{"epoch": epoch, "layer": self.kernel_layer.name, "bin_left": float(left), "bin_right": float(right),
+                 "count": int(count)} for left, right, count in zip(edges[:-1], edges[1:], counts)]
 
-        def _record(self, epoch: int) -> None:
-            kernel = np.asarray(kernel_layer.kernel).ravel()
-            counts, edges = np.histogram(kernel, bins=HISTOGRAM_BINS)
-            self.histograms += [
-                {"epoch": epoch, "layer": kernel_layer.name, "bin_left": float(left),
-                 "bin_right": float(right), "count": int(count)}
-                for left, right, count in zip(edges[:-1], edges[1:], counts)
-            ]
-            with tf.GradientTape() as tape:
-                loss = loss_function(probe_labels, model(probe_images, training=False))
-            grads = tape.gradient(loss, [layer.kernel for layer in kernel_layers])
-            self.gradients += [
-                {"epoch": epoch, "layer": layer.name, "gradient_norm": float(tf.norm(grad))}
-                for layer, grad in zip(kernel_layers, grads)
-            ]
+    def gradients(self, epoch: int) -> list[dict]:
+        import tensorflow as tf
 
-        def on_train_begin(self, logs=None) -> None:
-            self._record(0)
-
-        def on_epoch_begin(self, epoch, logs=None) -> None:
-            self._epoch_start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None) -> None:
-            self.seconds.append(time.perf_counter() - self._epoch_start)
-            self._record(epoch + 1)
-            logs = logs or {}
-            log(
-                f"{run_id}: epoch {epoch + 1}/{spec.epochs} loss {logs.get('loss', float('nan')):.4f} "
-                f"accuracy {logs.get('accuracy', float('nan')):.4f} val_accuracy "
-                f"{logs.get('val_accuracy', float('nan')):.4f} ({self.seconds[-1]:.1f} s)"
-            )
-
-    return Recorder()
+        with tf.GradientTape() as tape:
+            loss = self.loss_function(self.probe[1], self.model(self.probe[0], training=False))
+        grads = tape.gradient(loss, [layer.kernel for layer in self.kernel_layers])
+        return [{"epoch": epoch, "layer": layer.name, "gradient_norm": float(tf.norm(grad))}
+                for layer, grad in zip(self.kernel_layers, grads)]
 
 
-def train_run(
-    spec: RunSpec,
-    train_path: str | os.PathLike[str],
-    test_path: str | os.PathLike[str],
-    folder: RunFolder,
-    *,
-    threads: int | None = None,
-    log: Callable[[str], None] = print,
-) -> TrainedRun:
-    """Train `spec` and write its complete run folder atomically; return its record."""
+@dataclass
+class _State:
+    """A lineage's training state after `epoch` epochs: its per-epoch records (the model lives in Keras)."""
+
+    epoch: int
+    history: list[dict]
+    gradients: list[dict]
+    histograms: list[dict]
+
+    def save(self, model, folder: RunFolder) -> None:
+        """Write the model (weights and optimizer state) and the records into `folder`."""
+        model.save(folder.model)
+        pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_parquet(folder.history, index=False)
+        pd.DataFrame(self.gradients).to_parquet(folder.gradients, index=False)
+        pd.DataFrame(self.histograms).to_parquet(folder.kernel_histograms, index=False)
+
+    @classmethod
+    def load(cls, folder: RunFolder, epoch: int) -> "_State":
+        """Records of a saved state, cut at `epoch`."""
+        def upto(path: Path) -> list[dict]:
+            frame = pd.read_parquet(path)
+            return frame[frame["epoch"] <= epoch].to_dict(orient="records")
+        return cls(epoch, upto(folder.history), upto(folder.gradients), upto(folder.kernel_histograms))
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a lineage's training resumes: a saved state after `epoch` epochs, from a run folder or a checkpoint."""
+
+    epoch: int
+    folder: RunFolder
+    source: str  # the run id, or "checkpoint"
+
+
+def checkpoints_of(runs_dir: Path, spec: RunSpec) -> Path:
+    """The folder of a lineage's per-epoch checkpoints (the latest one is kept until the lineage is done)."""
+    return runs_dir / ".checkpoints" / f"{spec.model}-{spec.lineage[:16]}"
+
+
+def find_start(spec: RunSpec, runs_dir: Path, up_to: int, exclude: frozenset[str] = frozenset()) -> Start | None:
+    """The furthest saved state of `spec`'s lineage at or before epoch `up_to`: a finished run (not one of
+    `exclude`, the runs about to be written), else a checkpoint."""
+    candidates = []
+    for manifest_path in runs_dir.glob("*/manifest.json"):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        epochs = manifest.get("parameters", {}).get("epochs", 0)
+        if manifest.get("lineage") == spec.lineage and 0 < epochs <= up_to and manifest_path.parent.name not in exclude:
+            candidates.append(Start(epochs, RunFolder(manifest_path.parent), manifest_path.parent.name))
+    for marker in checkpoints_of(runs_dir, spec).glob("epoch-*/state.json"):
+        epoch = json.loads(marker.read_text())["epoch"]
+        if 0 < epoch <= up_to:
+            candidates.append(Start(epoch, RunFolder(marker.parent), "checkpoint"))
+    for start in sorted(candidates, key=lambda item: (-item.epoch, item.source == "checkpoint")):
+        if start.source == "checkpoint" or read_manifest(start.folder) is not None:
+            return start
+    return None
+
+
+def train_run(spec: RunSpec, train_path: str | os.PathLike[str], test_path: str | os.PathLike[str],
+              folder: RunFolder, *, threads: int | None = None, log: Callable[[str], None] = print) -> TrainedRun:
+    """Train `spec` (continuing the furthest saved state of its lineage) and write its run folder."""
+    (trained,) = train_lineage([spec], train_path, test_path, {spec.run_id: folder}, threads=threads, log=log)
+    return trained
+
+
+def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test_path: str | os.PathLike[str],
+                  folders: dict[str, RunFolder], *, threads: int | None = None, resume: bool = True,
+                  log: Callable[[str], None] = print) -> list[TrainedRun]:
+    """Train one lineage (specs equal but for their epochs) once, writing each spec's run folder at its epoch.
+
+    Training resumes from the furthest finished run or checkpoint of the lineage, so a longer run
+    continues a shorter one and a killed run resumes at its last epoch. Each epoch's data order is a
+    function of (seed, epoch) alone, which makes continuing the same as training straight through.
+    """
+    specs = sorted(specs, key=lambda spec: spec.epochs)
+    if len({spec.lineage for spec in specs}) != 1:
+        raise ValueError(f"runs {[spec.run_id for spec in specs]} are not one lineage; expected specs equal but "
+                         "for their epochs")
     configure_threads(threads)
     import keras
     import tensorflow as tf
 
-    from mnist_models.architectures import build_model
-
-    started = time.perf_counter()
+    spec = specs[0]
     keras.utils.set_random_seed(spec.seed)
     tf.config.experimental.enable_op_determinism()
     train = data_lib.stratified_subset(data_lib.load_split(train_path), spec.train_subset, spec.seed)
     test = data_lib.load_split(test_path)
     probe_rows = np.random.default_rng(spec.seed).choice(len(train), min(GRADIENT_BATCH, len(train)), replace=False)
+    runs_dir = next(iter(folders.values())).path.parent
+    start = find_start(spec, runs_dir, specs[0].epochs, frozenset(folders)) if resume else None
+    checkpoints = checkpoints_of(runs_dir, spec)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    # Named like io's temporaries, so that a killed run's live folder is recognised and removed later.
+    live = RunFolder(Path(tempfile.mkdtemp(prefix=f".live.{os.getpid()}.", suffix=".new.tmp", dir=checkpoints)))
+    try:
+        model, state = _begin(spec, start, live, probe_rows, train, log)
+        recorder = _Recorder(model, (train.images[probe_rows], train.labels[probe_rows]))
+        if start is None:
+            state.gradients, state.histograms = recorder.gradients(0), recorder.histogram(0)
+        state.save(model, live)
+        trained, began = [], time.perf_counter()
+        for target in specs:
+            while state.epoch < target.epochs:
+                _train_epoch(model, recorder, state, target, specs[-1].epochs, train, test, live, log)
+                state.save(model, live)
+                if state.epoch < specs[-1].epochs and state.epoch not in {other.epochs for other in specs}:
+                    _checkpoint(live, state.epoch, checkpoints)
+            trained.append(_materialize(target, model, state, live, folders[target.run_id], start, len(train),
+                                        len(test), threads, time.perf_counter() - began))
+    finally:
+        shutil.rmtree(live.path, ignore_errors=True)
+    _prune_checkpoints(checkpoints, keep_after=specs[-1].epochs)  # done: its run folders are the saved states
+    return trained
 
+
+def _begin(spec: RunSpec, start: Start | None, live: RunFolder, probe_rows, train, log):
+    """The model and records to continue from: a saved state, or a freshly built, seeded and compiled model."""
+    import keras
+
+    from mnist_models.architectures import build_model
+
+    if start is not None:
+        log(f"{spec.run_id}: continuing from epoch {start.epoch} of {start.source}")
+        shutil.copytree(start.folder.tensorboard, live.tensorboard, dirs_exist_ok=True)
+        return keras.saving.load_model(start.folder.model), _State.load(start.folder, start.epoch)
     model = build_model(spec.model)
     _seed_initial_weights(model, spec.seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    return model, _State(0, [], [], [])
+
+
+def _train_epoch(model, recorder: _Recorder, state: _State, spec: RunSpec, last_epoch: int, train, test,
+                 live: RunFolder, log: Callable[[str], None]) -> None:
+    """One epoch in the lineage's fixed data order, then its records and one progress line."""
+    import keras
+
+    order = np.random.default_rng([spec.seed, state.epoch]).permutation(len(train))
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(live.tensorboard), histogram_freq=1)
+    began = time.perf_counter()
+    fit = model.fit(train.images[order], train.labels[order], batch_size=spec.batch_size, epochs=state.epoch + 1,
+                    initial_epoch=state.epoch, shuffle=False, validation_data=(test.images, test.labels),
+                    validation_batch_size=VALIDATION_BATCH, callbacks=[tensorboard], verbose=0)
+    seconds = time.perf_counter() - began
+    state.epoch += 1
+    row = {"epoch": state.epoch, **{key: float(fit.history[key][-1]) for key in HISTORY_COLUMNS[1:5]},
+           "seconds": seconds}
+    state.history.append(row)
+    state.gradients += recorder.gradients(state.epoch)
+    state.histograms += recorder.histogram(state.epoch)
+    log(f"{spec.run_id}: epoch {state.epoch}/{last_epoch} loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} "
+        f"val_accuracy {row['val_accuracy']:.4f} ({seconds:.1f} s)")
+
+
+def _checkpoint(live: RunFolder, epoch: int, checkpoints: Path) -> None:
+    """Keep the state after `epoch` (atomically), and only the latest: what a resumed run can use."""
+    with atomic_directory(checkpoints / f"epoch-{epoch:04d}") as work:
+        shutil.copytree(live.path, work, dirs_exist_ok=True)
+        write_json(work / "state.json", {"epoch": epoch})
+    _prune_checkpoints(checkpoints, keep_after=epoch - 1, keep_latest=True)
+
+
+def _prune_checkpoints(checkpoints: Path, keep_after: int, keep_latest: bool = False) -> None:
+    """Remove checkpoints at or before `keep_after` (all of them when the lineage is done), the latest aside."""
+    saved = sorted(checkpoints.glob("epoch-*"))
+    for folder in saved[:-1] if keep_latest else saved:
+        if int(folder.name.split("-")[1].split(".")[0]) <= keep_after:
+            shutil.rmtree(folder, ignore_errors=True)
+    if not keep_latest and checkpoints.exists() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+
+
+def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: RunFolder, start: Start | None,
+                 train_images: int, test_images: int, threads: int | None, wall_seconds: float) -> TrainedRun:
+    """Write `spec`'s complete run folder from the live state (atomically, the manifest last)."""
+    import keras
+    import tensorflow as tf
+
     with atomic_directory(folder.path) as work_dir:
+        shutil.copytree(live.path, work_dir, dirs_exist_ok=True)
         work = folder.within(work_dir)
-        recorder = _make_callbacks(model, spec, folder.run_id, (train.images[probe_rows], train.labels[probe_rows]), log)
-        tensorboard = keras.callbacks.TensorBoard(log_dir=str(work.tensorboard), histogram_freq=1)
-        fit = model.fit(
-            train.images, train.labels,
-            batch_size=spec.batch_size, epochs=spec.epochs,
-            validation_data=(test.images, test.labels),
-            callbacks=[recorder, tensorboard], verbose=0,
-        )
-        history = pd.DataFrame({key: fit.history[key] for key in HISTORY_COLUMNS[1:5]})
-        history.insert(0, "epoch", np.arange(1, len(history) + 1))
-        history["seconds"] = recorder.seconds
-        model.save(work.model)
-        history.to_parquet(work.history, index=False)
-        pd.DataFrame(recorder.gradients).to_parquet(work.gradients, index=False)
-        pd.DataFrame(recorder.histograms).to_parquet(work.kernel_histograms, index=False)
-        final = history.iloc[-1]
+        final = state.history[-1]
         manifest = {
             "run_id": folder.run_id,
             "cache_key": spec.cache_key,
+            "lineage": spec.lineage,
+            "continued_from": None if start is None else {"epoch": start.epoch, "source": start.source},
             "parameters": spec.model_dump(mode="json"),
             "seed": spec.seed,
             "data_hash": spec.data_hash,
             "code_hash": spec.code_hash,
             "code_files": dict(spec.code_files),
-            "train_images": len(train),
-            "test_images": len(test),
+            "train_images": train_images,
+            "test_images": test_images,
             "trainable_parameters": int(model.count_params()),
             "threads": threads,
-            "versions": {
-                "python": platform.python_version(),
-                "tensorflow": tf.__version__,
-                "keras": keras.__version__,
-                "numpy": np.__version__,
-            },
-            "wall_seconds": round(time.perf_counter() - started, 3),
+            "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                         "keras": keras.__version__, "numpy": np.__version__},
+            "epoch_seconds": [round(float(row["seconds"]), 3) for row in state.history],
+            "wall_seconds": round(wall_seconds, 3),
             "peak_memory_mb": peak_memory_mb(),
-            "final_metrics": {
-                "loss": float(final["loss"]), "accuracy": float(final["accuracy"]),
-                "val_loss": float(final["val_loss"]), "val_accuracy": float(final["val_accuracy"]),
-            },
+            "final_metrics": {name: float(final[name]) for name in ("loss", "accuracy", "val_loss", "val_accuracy")},
             "files": [path.name for path in folder.training_files],
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

@@ -1,4 +1,4 @@
-"""Training task: one Prefect task run per planned run, trained in a child process of its own."""
+"""Training task: one Prefect task run per lineage (runs equal but for their epochs), in a child process."""
 
 from __future__ import annotations
 
@@ -11,24 +11,28 @@ from mnist_models.locking import run_lock
 from mnist_models.records import PreparedData, RunSpec, TrainedRun
 
 
-@task(task_run_name="train {spec.model} lr={spec.learning_rate} e={spec.epochs}", retries=1, retry_delay_seconds=1)
-def train_model(spec: RunSpec, data: PreparedData, layout: ArtifactsLayout, threads: int | None = None) -> TrainedRun:
-    """Train one run into its run folder (written atomically, the manifest last) and return its record.
+@task(task_run_name="train {specs[0].model} lr={specs[0].learning_rate} s={specs[0].seed}", retries=1,
+      retry_delay_seconds=1)
+def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayout, threads: int | None = None,
+                resume: bool = True) -> list[TrainedRun]:
+    """Train one lineage once, writing each run's folder when it reaches its epochs; return their records.
 
-    The run folder is locked while it is written: a second flow (or Dask worker) planning the same
-    run waits, then finds it finished and reuses it. A crash of the child process fails this task
-    with its cause, and Prefect retries it once.
+    The lineage is locked while it trains: a second flow (or Dask worker) planning the same runs
+    waits, then finds them finished and reuses them. Training continues from the furthest finished
+    run or checkpoint of the lineage (`resume`). A crash of the child process fails this task with
+    its cause, and Prefect retries it once, from the last checkpoint.
     """
     logger = get_run_logger()
-    folder = layout.run(spec.run_id)
-    with run_lock(folder.path):
-        manifest = training_lib.read_manifest(folder)
-        if manifest is not None:
-            logger.info(f"{spec.run_id}: finished by another process meanwhile; reused")
-            return training_lib.trained_run(spec, manifest)
+    with run_lock(training_lib.checkpoints_of(layout.runs_dir, specs[0])):
+        finished = {spec.run_id: training_lib.read_manifest(layout.run(spec.run_id)) for spec in specs}
+        if resume and all(finished.values()):
+            logger.info(f"{', '.join(finished)}: finished by another process meanwhile; reused")
+            return [training_lib.trained_run(spec, finished[spec.run_id]) for spec in specs]
+        epochs = "+".join(str(spec.epochs) for spec in specs)
         return run_isolated(
-            training_lib.train_run, spec, layout.absolute(data.train), layout.absolute(data.test), folder,
-            threads=threads, log=logger.info,
-            on_start=lambda pid: logger.info(f"{spec.run_id}: training {spec.model} at learning rate "
-                                             f"{spec.learning_rate:g} for {spec.epochs} epoch(s) on "
-                                             f"{threads or 'all'} thread(s), in process {pid}"))
+            training_lib.train_lineage, specs, layout.absolute(data.train), layout.absolute(data.test),
+            {spec.run_id: layout.run(spec.run_id) for spec in specs}, threads=threads, resume=resume,
+            log=logger.info,
+            on_start=lambda pid: logger.info(
+                f"{specs[-1].run_id}: training {specs[0].model} at learning rate {specs[0].learning_rate:g} to "
+                f"epoch(s) {epochs} on {threads or 'all'} thread(s), in process {pid}"))

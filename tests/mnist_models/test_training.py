@@ -50,9 +50,9 @@ def test_same_seed_same_history_and_another_seed_differs(small_splits, tmp_path)
     runs = {}
     for label, seed in (("first", 11), ("again", 11), ("other", 12)):
         spec = spec_for("dnn", epochs=2, seed=seed)
-        train_run(spec, small_splits["train"], small_splits["test"], RunFolder(tmp_path / label), threads=1,
-                  log=lambda _: None)
-        runs[label] = pd.read_parquet(tmp_path / label / "history.parquet").drop(columns="seconds")
+        folder = RunFolder(tmp_path / label / spec.run_id)  # separate runs folders: nothing to continue from
+        train_run(spec, small_splits["train"], small_splits["test"], folder, threads=1, log=lambda _: None)
+        runs[label] = pd.read_parquet(folder.history).drop(columns="seconds")
     pd.testing.assert_frame_equal(runs["first"], runs["again"])
     assert not runs["first"].equals(runs["other"])
 
@@ -94,3 +94,83 @@ def test_run_id_and_cache_key_change_with_every_input():
     assert base.run_id.startswith("dnn-lr0.001-e1-s3-n500-")
     assert RunSpec.from_json(base.to_json()) == base and RunSpec.from_json(base.to_json()).run_id == base.run_id
     assert json.loads(base.to_json())["code_files"]["mnist_models/architectures/dnn.py"]
+
+
+# --------------------------------------------------------------------------- lineages and continuation
+
+
+def _history(folder: RunFolder) -> pd.DataFrame:
+    return pd.read_parquet(folder.history).drop(columns="seconds")
+
+
+def _weights(folder: RunFolder) -> list:
+    import keras
+
+    return keras.saving.load_model(folder.model).get_weights()
+
+
+def test_continuing_a_shorter_run_is_the_same_as_training_straight_through(small_splits, tmp_path):
+    import numpy as np
+
+    from mnist_models.training import train_lineage
+
+    short, long = spec_for("dnn", epochs=1), spec_for("dnn", epochs=3)
+    straight = {spec.run_id: RunFolder(tmp_path / "straight" / spec.run_id) for spec in (short, long)}
+    records = train_lineage([long, short], small_splits["train"], small_splits["test"], straight, threads=1,
+                            log=lambda _: None)
+    assert [record.spec.epochs for record in records] == [1, 3]  # one training wrote both, the shorter on the way
+    lines = []
+    continued = {spec.run_id: RunFolder(tmp_path / "continued" / spec.run_id) for spec in (short, long)}
+    train_run(short, small_splits["train"], small_splits["test"], continued[short.run_id], threads=1, log=print)
+    train_run(long, small_splits["train"], small_splits["test"], continued[long.run_id], threads=1, log=lines.append)
+    assert lines[0] == f"{long.run_id}: continuing from epoch 1 of {short.run_id}" and len(lines) == 3
+
+    # Exactly equal: the data order of an epoch depends on (seed, epoch) alone, and the optimizer state is saved.
+    pd.testing.assert_frame_equal(_history(straight[long.run_id]), _history(continued[long.run_id]))
+    for straight_weights, continued_weights in zip(_weights(straight[long.run_id]), _weights(continued[long.run_id])):
+        np.testing.assert_array_equal(straight_weights, continued_weights)
+    for name in ("gradients", "kernel_histograms"):
+        pd.testing.assert_frame_equal(pd.read_parquet(getattr(straight[long.run_id], name)),
+                                      pd.read_parquet(getattr(continued[long.run_id], name)))
+    manifest = read_manifest(continued[long.run_id])
+    assert manifest["continued_from"] == {"epoch": 1, "source": short.run_id}
+    assert manifest["lineage"] == short.lineage == long.lineage and short.run_id != long.run_id
+    assert read_manifest(straight[long.run_id])["continued_from"] is None
+    assert sorted(pd.read_parquet(continued[long.run_id].gradients)["epoch"].unique()) == [0, 1, 2, 3]
+    assert not any((tmp_path / "continued" / ".checkpoints").rglob("*"))  # pruned once the lineage is done
+
+
+def test_a_killed_training_resumes_at_its_last_checkpoint(small_splits, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    spec = spec_for("dnn", epochs=4)
+    folder = RunFolder(tmp_path / "runs" / spec.run_id)
+    # The child pauses after logging epoch 3 (before its checkpoint), so the kill lands between
+    # the epoch-2 checkpoint and the next one, as an OOM kill in the middle of an epoch would.
+    script = ("import sys, time; from mnist_models.records import RunSpec; from mnist_models.layout import RunFolder\n"
+              "from mnist_models.training import train_run\n"
+              "def log(line):\n    print(line, flush=True)\n    time.sleep(60 if 'epoch 3/' in line else 0)\n"
+              "spec = RunSpec.from_json(sys.argv[1])\n"
+              "from pathlib import Path\n"
+              "train_run(spec, sys.argv[2], sys.argv[3], RunFolder(Path(sys.argv[4])), threads=1, log=log)\n")
+    process = subprocess.Popen([sys.executable, "-c", script, spec.to_json(), str(small_splits["train"]),
+                                str(small_splits["test"]), str(folder.path)], stdout=subprocess.PIPE, text=True)
+    checkpoint = None
+    for line in process.stdout:
+        if "epoch 3/4" in line:
+            checkpoint = next((tmp_path / "runs" / ".checkpoints").glob("*/epoch-0002/state.json"), None)
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=120)
+    assert checkpoint is not None and not folder.path.exists()
+
+    lines = []
+    train_run(spec, small_splits["train"], small_splits["test"], folder, threads=1, log=lines.append)
+    assert lines[0] == f"{spec.run_id}: continuing from epoch 2 of checkpoint"
+    assert [line.split(": ")[1].split(" loss")[0] for line in lines[1:]] == ["epoch 3/4", "epoch 4/4"]
+    straight = RunFolder(tmp_path / "straight" / spec.run_id)
+    train_run(spec, small_splits["train"], small_splits["test"], straight, threads=1, log=lambda _: None)
+    pd.testing.assert_frame_equal(_history(straight), _history(folder))
+    assert read_manifest(folder)["continued_from"] == {"epoch": 2, "source": "checkpoint"}
