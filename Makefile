@@ -14,10 +14,13 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: study quick test test-all benchmark install clean automation
 
+# A GPU-capable TensorFlow where an NVIDIA GPU answers, the small CPU build elsewhere (override: TF_EXTRA=cpu).
+TF_EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet -e '.[test,$(TF_EXTRA)]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,7 @@ Makes: artifacts/{data,runs,tables,figures,report}/ as described in artifacts/RE
 
 from __future__ import annotations
 
+import itertools
 import sys
 from datetime import date, datetime, timezone
 
@@ -28,6 +29,7 @@ from mnist_models.config import StudyConfig
 from mnist_models.io import DiskFullError, ensure_writable_directory, remove_stale_temporaries
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
+from mnist_models.placement import gpu_slots, visible_gpus
 from mnist_models.provenance import StageStore
 from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutcome, StudyResult
 from tasks import stages
@@ -39,14 +41,17 @@ from tasks.training import train_model
 
 @flow(name="train-grid")
 def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list[str], data: PreparedData,
-               layout: ArtifactsLayout, threads: int | None, resume: bool = True) -> list[RunOutcome]:
+               layout: ArtifactsLayout, threads: int | None, resume: bool = True,
+               gpu_slots: list[int] | None = None) -> list[RunOutcome]:
     """Train (one task per lineage) and evaluate the runs that need it, in parallel; a failed run is reported,
     not fatal to the others."""
     logger = get_run_logger()
+    slots = itertools.cycle(gpu_slots or [None])  # round-robin over the GPU slots; None: CPU only
     jobs = planning.lineage_jobs([run for run in planned if run.run_id in to_train])
-    trained = {train_model.submit([run.spec for run in job], data, layout, threads, resume): job for job in jobs}
+    trained = {train_model.submit([run.spec for run in job], data, layout, threads, resume, next(slots)): job
+               for job in jobs}
     done = {run.run_id: stages.reused_training(run, layout) for run in planned if run.run_id not in to_train}
-    evaluations = {evaluate_model.submit(record, data, layout): run_id
+    evaluations = {evaluate_model.submit(record, data, layout, next(slots)): run_id
                    for run_id, record in done.items() if run_id in to_evaluate}
     outcomes, finished = [], 0
     for future in as_completed(list(trained)):
@@ -58,7 +63,7 @@ def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list
         else:
             for record in records:
                 done[record.spec.run_id] = record
-                evaluations[evaluate_model.submit(record, data, layout)] = record.spec.run_id
+                evaluations[evaluate_model.submit(record, data, layout, next(slots))] = record.spec.run_id
         finished += len(job)
         failed = f" ({len(outcomes)} failed)" if outcomes else ""
         logger.info(f"{finished} of {len(to_train)} runs done{failed}")
@@ -98,11 +103,14 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
     to_evaluate = [run.run_id for run in planned if run.run_id not in scores]
     if to_evaluate:
         capacity = planning.machine_capacity(layout)
-        parallel = planning.parallel_runs(config, len(to_evaluate), capacity)
-        threads = planning.threads_per_worker(config, len(to_train), capacity)
-        logger.info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: {capacity.describe()}")
+        slots = [] if config.dask_address else gpu_slots(visible_gpus(), len(to_evaluate))
+        parallel = planning.parallel_runs(config, len(to_evaluate), capacity, gpu_slots=len(slots))
+        threads = planning.threads_per_worker(config, len(to_train), capacity, gpu_slots=len(slots))
+        gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
+        logger.info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: "
+                    f"{capacity.describe()}{gpus}")
         outcomes = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-            planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh)
+            planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh, slots)
     else:  # every run reused as it is: no worker processes to start
         outcomes = [RunOutcome(run_id=run.run_id, trained=stages.reused_training(run, layout)) for run in planned]
     evaluated, failures = stages.collect(planned, outcomes, scores, data, layout, ledger)

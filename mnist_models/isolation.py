@@ -62,15 +62,17 @@ def _child(sender, function: Callable[..., Any], args: tuple, kwargs: dict) -> N
 
 
 def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
-                 on_start: Callable[[int], None] | None = None, **kwargs: Any) -> Any:
+                 on_start: Callable[[int], None] | None = None, environment: dict[str, str] | None = None,
+                 **kwargs: Any) -> Any:
     """Call `function(*args, log=..., **kwargs)` in a fresh Python process; return its result or raise its error.
 
     The child is a plain subprocess (not a multiprocessing child), so this works inside daemonic
-    processes such as Dask's workers. `function` must be importable by name.
+    processes such as Dask's workers. `function` must be importable by name. `environment` adds to the
+    child's environment (a GPU slot's CUDA_VISIBLE_DEVICES, say).
     """
     read_end, write_end = os.pipe()
     process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end)],
-                               stdin=subprocess.PIPE, pass_fds=(write_end,))
+                               stdin=subprocess.PIPE, pass_fds=(write_end,), env={**os.environ, **(environment or {})})
     os.close(write_end)
     if on_start is not None:
         on_start(process.pid)

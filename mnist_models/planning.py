@@ -181,16 +181,18 @@ def check_workers(config: StudyConfig, capacity: Capacity) -> None:
                          f"({capacity.describe()}); expected at most {capacity.runs_by_memory}")
 
 
-def parallel_runs(config: StudyConfig, runs_to_train: int, capacity: Capacity) -> int:
-    """How many runs train at once: the workers option (else one per core), within memory, no more than runs."""
-    return max(1, min(config.workers or capacity.cores, capacity.runs_by_memory, runs_to_train))
+def parallel_runs(config: StudyConfig, runs_to_train: int, capacity: Capacity, gpu_slots: int = 0) -> int:
+    """How many runs train at once: the workers option (else one per core, or one per GPU slot on a GPU
+    machine), within memory, no more than there are runs."""
+    default = gpu_slots or capacity.cores
+    return max(1, min(config.workers or default, capacity.runs_by_memory, runs_to_train))
 
 
-def threads_per_worker(config: StudyConfig, runs_to_train: int, capacity: Capacity) -> int | None:
+def threads_per_worker(config: StudyConfig, runs_to_train: int, capacity: Capacity, gpu_slots: int = 0) -> int | None:
     """TensorFlow threads per parallel run: the cores shared among the runs that train at once."""
     if config.dask_address:
         return None  # the cluster's workers decide
-    return max(1, capacity.cores // parallel_runs(config, runs_to_train, capacity))
+    return max(1, capacity.cores // parallel_runs(config, runs_to_train, capacity, gpu_slots))
 
 
 def study_order(runs: Iterable[EvaluatedRun], model_order: Sequence[str]) -> list[EvaluatedRun]:

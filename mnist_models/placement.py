@@ -1,0 +1,72 @@
+"""Where training processes run on a machine with NVIDIA GPUs: several per GPU, each pinned to one.
+
+The study's models are small: one training leaves a large GPU mostly idle, so several training
+processes share each GPU, each seeing only its own (`CUDA_VISIBLE_DEVICES`) and growing its memory
+as needed (`TF_FORCE_GPU_ALLOW_GROWTH`). Pure functions over what `nvidia-smi` reports, so that the
+placement is tested on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+GPU_RUN_MB = 2048  # a training process's share of GPU memory, with memory growth on (the study's ResNet needs less)
+MAX_RUNS_PER_GPU = 8  # beyond this, small models contend for the GPU's streaming multiprocessors
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as nvidia-smi lists it."""
+
+    index: int
+    name: str
+    memory_mb: int
+
+
+def parse_nvidia_smi(text: str) -> list[Gpu]:
+    """GPUs from `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits`."""
+    gpus = []
+    for line in text.strip().splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+            raise ValueError(f"unexpected nvidia-smi line {line!r}; expected 'index, name, memory in MiB'")
+        gpus.append(Gpu(int(parts[0]), parts[1], int(parts[2])))
+    return gpus
+
+
+def visible_gpus() -> list[Gpu]:
+    """The machine's NVIDIA GPUs, or none when nvidia-smi is missing or fails (a CPU machine)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        completed = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total",
+                                    "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_nvidia_smi(completed.stdout) if completed.returncode == 0 else []
+
+
+def runs_per_gpu(gpu: Gpu, run_mb: float = GPU_RUN_MB, limit: int = MAX_RUNS_PER_GPU) -> int:
+    """How many training processes share `gpu`: as many as its memory holds, at most `limit`, at least one."""
+    return max(1, min(limit, int(gpu.memory_mb // run_mb)))
+
+
+def gpu_slots(gpus: list[Gpu], runs: int, run_mb: float = GPU_RUN_MB, limit: int = MAX_RUNS_PER_GPU) -> list[int]:
+    """The GPU index of each parallel training slot, spread round-robin so the GPUs fill evenly."""
+    capacity = {gpu.index: runs_per_gpu(gpu, run_mb, limit) for gpu in gpus}
+    slots: list[int] = []
+    while len(slots) < runs and any(capacity.values()):
+        for gpu in gpus:
+            if capacity[gpu.index] and len(slots) < runs:
+                slots.append(gpu.index)
+                capacity[gpu.index] -= 1
+    return slots
+
+
+def slot_environment(gpu_index: int | None) -> dict[str, str]:
+    """Environment of a training process: pinned to one GPU with memory growth, or to none (CPU)."""
+    if gpu_index is None:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": str(gpu_index), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
