@@ -47,7 +47,7 @@ def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list
     not fatal to the others."""
     logger = get_run_logger()
     slots = itertools.cycle(gpu_slots or [None])  # round-robin over the GPU slots; None: CPU only
-    jobs = planning.lineage_jobs([run for run in planned if run.run_id in to_train])
+    jobs = planning.lineage_jobs([run for run in planned if run.run_id in to_train], planning.epoch_costs(layout))
     trained = {train_model.submit([run.spec for run in job], data, layout, threads, resume, next(slots)): job
                for job in jobs}
     done = {run.run_id: stages.reused_training(run, layout) for run in planned if run.run_id not in to_train}

@@ -100,9 +100,30 @@ def _previous_run(spec: RunSpec, layout: ArtifactsLayout) -> RunSpec | None:
     return max(candidates, key=lambda item: item[0])[1] if candidates else None
 
 
-def expected_cost(run: PlannedRun) -> float:
+def measured_epoch_costs(layout: ArtifactsLayout) -> dict[str, float]:
+    """Seconds per epoch per 1,000 training images of each model, the median over this machine's manifests."""
+    samples: dict[str, list[float]] = {}
+    for manifest_path in layout.runs_dir.glob("*/manifest.json"):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            per_epoch = manifest["epoch_seconds"]
+            per_thousand = [seconds / manifest["train_images"] * 1000 for seconds in per_epoch]
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue  # manifests of older runs hold no per-epoch times
+        samples.setdefault(manifest["parameters"]["model"], []).extend(per_thousand)
+    return {model: float(sorted(values)[len(values) // 2]) for model, values in samples.items() if values}
+
+
+def epoch_costs(layout: ArtifactsLayout | None = None) -> dict[str, float]:
+    """Relative seconds per epoch of each model: measured on this machine where manifests have them, else the
+    development machine's (scaled to 60,000 images), so measured and default costs compare."""
+    measured = {model: cost * 60 for model, cost in (measured_epoch_costs(layout) if layout else {}).items()}
+    return {**EPOCH_COST, **measured}
+
+
+def expected_cost(run: PlannedRun, costs: dict[str, float] | None = None) -> float:
     """Relative cost of a run: seconds per epoch of its model times its epochs."""
-    return EPOCH_COST.get(run.spec.model, 1.0) * run.spec.epochs
+    return (costs or EPOCH_COST).get(run.spec.model, 1.0) * run.spec.epochs
 
 
 def longest_first(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
@@ -110,7 +131,7 @@ def longest_first(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
     return sorted(planned, key=lambda run: -expected_cost(run))
 
 
-def lineage_jobs(planned: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
+def lineage_jobs(planned: Sequence[PlannedRun], costs: dict[str, float] | None = None) -> list[list[PlannedRun]]:
     """The runs to train grouped into lineages (equal but for their epochs), each trained once, longest first.
 
     The study's resnet at LR 0.001 for 10 epochs (sweep) and for 20 (gradient experiment) is one job:
@@ -120,7 +141,9 @@ def lineage_jobs(planned: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
     for run in planned:
         jobs.setdefault(run.spec.lineage, []).append(run)
     ordered = [sorted(job, key=lambda run: run.spec.epochs) for job in jobs.values()]
-    return sorted(ordered, key=lambda job: -expected_cost(job[-1]))
+    # Longest processing time first: on a pool of workers, the last jobs to start are the short ones,
+    # so no worker idles long at the end of the grid.
+    return sorted(ordered, key=lambda job: -expected_cost(job[-1], costs))
 
 
 def prune_checkpoints(layout: ArtifactsLayout, planned: Sequence[PlannedRun]) -> list[Path]:

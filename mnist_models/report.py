@@ -64,7 +64,8 @@ class ReportContext:
 
 
 def build_report_markdown(context: ReportContext, report_dir: Path) -> str:
-    """The study's seven sections as Markdown, with images linked relative to `report_dir`."""
+    """The study's seven sections, and the across-seed and nightly ones when the run has them, as Markdown
+    with images linked relative to `report_dir`."""
     text = _environment().get_template("report.md.j2").render(
         findings=findings.compute_findings(context.tables),
         settings=context.settings,
@@ -87,13 +88,13 @@ def _environment() -> jinja2.Environment:
     environment.filters.update(
         accuracy=_formatter("{:.4f}"), signed=_formatter("{:+.4f}"), study=_formatter("{:g}"),
         rate=_formatter("{:g}"), p_value=_formatter("{:.2g}"), number=_formatter("{:.4g}"),
-        ratio=_formatter("{:.2f}"), thousands=_formatter("{:,}"), epochs=_epochs, setting=_setting_value,
-        cell=_cell, oneline=_oneline,
+        ratio=_formatter("{:.2f}"), thousands=_formatter("{:,}"), points=_points, epochs=_epochs,
+        setting=_setting_value, cell=_cell, oneline=_oneline,
     )
     environment.globals.update(
         interval=_interval, variant_label=outputs.variant_label, REFERENCE_LEARNING_RATE=REFERENCE_LEARNING_RATE,
         DIVERGED_BELOW=DIVERGED_BELOW, STUDY_EPOCHS=findings.STUDY_EPOCHS, TARGET_LAYER=findings.TARGET_LAYER,
-        PLAIN_VARIANT=outputs.PLAIN_VARIANT,
+        PLAIN_VARIANT=outputs.PLAIN_VARIANT, MISSING=MISSING,
     )
     return environment
 
@@ -109,7 +110,7 @@ class _FigureFile:
 
 def _figure_file(figures: Mapping[str, Path], report_dir: Path, name: str, model: str | None = None) -> _FigureFile:
     """The figure declared in the outputs registry as `name` (formatted with `model` when per model)."""
-    if name not in outputs.FIGURES and name not in outputs.DATA_FIGURES:
+    if name not in outputs.FIGURES and name not in outputs.DATA_FIGURES and name not in outputs.NIGHTLY_FIGURES:
         raise ValueError(f"the report shows figure {name!r}, which mnist_models.outputs does not declare")
     stem = name.format(model=model) if model is not None else name
     path = figures.get(stem)
@@ -127,6 +128,11 @@ def _is_missing(value: object) -> bool:
 
 def _formatter(spec: str):
     return lambda value: MISSING if _is_missing(value) else spec.format(value)
+
+
+def _points(difference: float | None) -> str:
+    """An accuracy difference in percentage points, signed: 0.029 -> "+2.90"."""
+    return MISSING if _is_missing(difference) else f"{difference * 100:+.2f}"
 
 
 def _interval(low: float | None, high: float | None) -> str:

@@ -228,7 +228,7 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
         if start is None:
             state.gradients, state.histograms = recorder.gradients(0), recorder.histogram(0)
         state.save(model, live)
-        trained, began = [], time.perf_counter()
+        trained, began, started_unix = [], time.perf_counter(), time.time()
         for target in specs:
             while state.epoch < target.epochs:
                 _train_epoch(model, recorder, state, target, specs[-1].epochs, train, test, live, log)
@@ -236,7 +236,7 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
                 if state.epoch < specs[-1].epochs and state.epoch not in {other.epochs for other in specs}:
                     _checkpoint(live, state.epoch, checkpoints)
             trained.append(_materialize(target, model, state, live, folders[target.run_id], start, len(train),
-                                        len(test), threads, time.perf_counter() - began))
+                                        len(test), threads, time.perf_counter() - began, started_unix))
     finally:
         shutil.rmtree(live.path, ignore_errors=True)
     _prune_checkpoints(checkpoints, keep_after=specs[-1].epochs)  # done: its run folders are the saved states
@@ -301,7 +301,8 @@ def _prune_checkpoints(checkpoints: Path, keep_after: int, keep_latest: bool = F
 
 
 def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: RunFolder, start: Start | None,
-                 train_images: int, test_images: int, threads: int | None, wall_seconds: float) -> TrainedRun:
+                 train_images: int, test_images: int, threads: int | None, wall_seconds: float,
+                 started_unix: float) -> TrainedRun:
     """Write `spec`'s complete run folder from the live state (atomically, the manifest last)."""
     import keras
     import tensorflow as tf
@@ -328,6 +329,8 @@ def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: R
                          "keras": keras.__version__, "numpy": np.__version__},
             "epoch_seconds": [round(float(row["seconds"]), 3) for row in state.history],
             "wall_seconds": round(wall_seconds, 3),
+            "started_unix": round(started_unix, 3),  # the training job's start and this run's end: the schedule
+            "finished_unix": round(time.time(), 3),
             "peak_memory_mb": peak_memory_mb(),
             "final_metrics": {name: float(final[name]) for name in ("loss", "accuracy", "val_loss", "val_accuracy")},
             "files": [path.name for path in folder.training_files],

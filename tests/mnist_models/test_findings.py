@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnist_models import evaluation
+from mnist_models import evaluation, metrics, replicates
 from mnist_models.findings import (
     ClassF1,
     Comparison,
     ConvolutionCheck,
     Findings,
     ModelSize,
+    SeedTally,
     SweepCell,
     compute_findings,
 )
@@ -34,14 +35,14 @@ def summary_table(*runs: tuple) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=evaluation.SUMMARY_COLUMNS)
 
 
-def significance_row(model_a, model_b, only_a, only_b, p_value, accuracy_a=0.9, accuracy_b=0.95, rate=0.001):
-    return {"learning_rate": rate, "model_a": model_a, "model_b": model_b, "accuracy_a": accuracy_a,
+def significance_row(model_a, model_b, only_a, only_b, p_value, accuracy_a=0.9, accuracy_b=0.95, rate=0.001, seed=0):
+    return {"learning_rate": rate, "seed": seed, "model_a": model_a, "model_b": model_b, "accuracy_a": accuracy_a,
             "accuracy_b": accuracy_b, "only_a_correct": only_a, "only_b_correct": only_b, "statistic": 1.0,
             "p_value": p_value, "method": "exact", "significant": p_value < 0.05, "verdict": f"{model_a} ? {model_b}"}
 
 
-def gradient_rows(model: str, norms: dict[str, list[float]]) -> list[dict]:
-    return [{"model": model, "epoch": epoch, "layer": layer, "gradient_norm": norm}
+def gradient_rows(model: str, norms: dict[str, list[float]], seed: int = 0) -> list[dict]:
+    return [{"model": model, "seed": seed, "epoch": epoch, "layer": layer, "gradient_norm": norm}
             for layer, values in norms.items() for epoch, norm in enumerate(values)]
 
 
@@ -272,3 +273,180 @@ def test_findings_round_trip_through_json_and_are_frozen():
     assert Findings.from_json(findings.to_json()) == findings
     with pytest.raises(ValueError):
         findings.best_model = None
+
+
+# --------------------------------------------------------------------------- several seeds
+
+SEEDS = (42, 43, 44)
+IMAGES = 1000
+# Accuracy per seed. At 0.001 convnet beats dnn in every seed while resnet and convnet trade places
+# (within seed noise); at 0.01 dnn swings by four points, more than any gap of the study's table 5.1.
+REPLICATED = {
+    ("dnn", 0.01): (0.90, 0.94, 0.98), ("dnn", 0.001): (0.950, 0.955, 0.948),
+    ("convnet", 0.01): (0.970, 0.975, 0.980), ("convnet", 0.001): (0.985, 0.990, 0.987),
+    ("resnet", 0.01): (0.960, 0.950, 0.970), ("resnet", 0.001): (0.986, 0.989, 0.988),
+}
+
+
+def correct_vector(accuracy: float) -> np.ndarray:
+    """IMAGES test images, the first ones wrong: two runs' discordant images are their difference."""
+    correct = np.ones(IMAGES, dtype=bool)
+    correct[: round((1 - accuracy) * IMAGES)] = False
+    return correct
+
+
+def replicated_tables(seeds: tuple[int, ...] = SEEDS) -> dict[str, pd.DataFrame]:
+    """summary, replicates, seed_comparisons, significance and gradient_norms of a sweep trained with `seeds`,
+    built by the pipeline's own builders."""
+    vectors, rows = {}, []
+    for (model, rate), accuracies in REPLICATED.items():
+        for seed, accuracy in zip(SEEDS, accuracies):
+            if seed in seeds:
+                run_id = f"{model}-lr{rate:g}-s{seed}"
+                vectors[run_id] = correct_vector(accuracy)
+                rows.append({**summary_table((model, rate, accuracy)).iloc[0].to_dict(), "run_id": run_id, "seed": seed})
+    summary = pd.DataFrame(rows, columns=evaluation.SUMMARY_COLUMNS)
+    significance = []
+    for seed in seeds:
+        at_reference = summary[(summary["seed"] == seed) & np.isclose(summary["learning_rate"], 0.001)]
+        table = metrics.significance_table({model: vectors[run_id] for model, run_id
+                                            in zip(at_reference["model"], at_reference["run_id"])})
+        significance.append(table.assign(learning_rate=0.001, seed=seed))
+    norms = {42: (0.004, 0.011), 43: (0.005, 0.010), 44: (0.006, 0.009)}  # target_layer without, with the shortcut
+    gradients = [row for seed in seeds for model, norm in zip(("resnet_plain", "resnet"), norms[seed])
+                 for row in gradient_rows(model, {"target_layer": [norm, norm], "dense": [1.0, 1.0]}, seed)]
+    return {"summary": summary, "replicates": replicates.replicates_table(summary),
+            "seed_comparisons": replicates.seed_comparisons(summary, vectors),
+            "significance": pd.concat(significance, ignore_index=True), "gradient_norms": pd.DataFrame(gradients)}
+
+
+def test_with_several_seeds_each_cell_is_the_mean_across_them():
+    tables = replicated_tables()
+    findings = compute_findings(tables)
+    assert findings.several_seeds and findings.seeds == SEEDS
+    cell = tables["replicates"].set_index(["model", "learning_rate"]).loc[("dnn", 0.01)]
+    dnn = next(row for row in findings.sweep if row.model == "dnn")
+    [at_001] = [cell_ for cell_ in dnn.cells if cell_.learning_rate == 0.01]
+    assert at_001.accuracy == pytest.approx(np.mean(REPLICATED[("dnn", 0.01)])) == pytest.approx(cell["accuracy_mean"])
+    assert (at_001.seeds, at_001.std, at_001.mean_low) == (3, cell["accuracy_std"], cell["accuracy_mean_low"])
+    assert at_001.gap == pytest.approx(np.mean(REPLICATED[("dnn", 0.01)]) - 0.932)
+    # dnn's best seed reaches 0.98 at 0.01, but its mean there (0.94) is below its mean at 0.001 (0.951).
+    assert dnn.best.learning_rate == 0.001
+    assert len(findings.runs) == 18 and [run.seed for run in findings.runs[:3]] == list(SEEDS)
+
+
+def test_with_several_seeds_table_2_1_and_the_best_model_use_the_means():
+    tables = replicated_tables()
+    findings = compute_findings(tables)
+    at_reference = {row.model: row for row in findings.accuracy_at_reference}
+    assert list(at_reference) == ["dnn", "convnet", "resnet"]  # one row per model, not per seed
+    cell = tables["replicates"].set_index(["model", "learning_rate"]).loc[("resnet", 0.001)]
+    resnet = at_reference["resnet"]
+    assert (resnet.accuracy, resnet.accuracy_low, resnet.accuracy_high, resnet.accuracy_std, resnet.seeds) == (
+        cell["accuracy_mean"], cell["accuracy_mean_low"], cell["accuracy_mean_high"], cell["accuracy_std"], 3)
+    assert resnet.gap == pytest.approx(cell["accuracy_mean"] - evaluation.STUDY_TABLE_2_1["resnet"])
+    best = findings.best_model
+    assert (best.best.model, [row.model for row in best.others]) == ("resnet", ["convnet", "dnn"])
+    assert best.lead is None  # three McNemar tests, one per seed: the paired test across seeds decides
+    assert {best.lead_across_seeds.better, best.lead_across_seeds.worse} == {"resnet", "convnet"}
+    assert best.lead_across_seeds.outcome == "within_noise"
+
+
+def test_across_seeds_says_which_differences_hold_and_which_are_noise():
+    tables = replicated_tables()
+    findings = compute_findings(tables)
+    assert findings.across_seeds == replicates.conclusions_across_seeds(tables["replicates"], tables["seed_comparisons"])
+    verdicts = {group.learning_rate: group for group in findings.seed_verdicts}
+    assert list(verdicts) == [0.01, 0.001] and verdicts[0.001].at_reference and not verdicts[0.01].at_reference
+    reference = verdicts[0.001]
+    assert {(claim.better, claim.worse) for claim in reference.holds} == {("convnet", "dnn"), ("resnet", "dnn")}
+    [noise] = reference.within_noise
+    assert (noise.better, noise.worse, noise.from_study) == ("convnet", "resnet", True)  # the study ranks convnet first
+    assert noise.p_value > 0.05 and reference.reversed == reference.too_few_seeds == ()
+    holds = next(claim for claim in reference.holds if claim.worse == "dnn" and claim.better == "convnet")
+    assert holds.difference == pytest.approx(np.mean(np.subtract(REPLICATED[("convnet", 0.001)],
+                                                                 REPLICATED[("dnn", 0.001)])))
+    assert holds.p_value < 0.05 and holds.difference_low > 0
+    # convnet vs dnn at 0.01 is within seed noise: dnn's swing hides a three-and-a-half-point mean gap.
+    assert ("convnet", "dnn") in {(claim.better, claim.worse) for claim in verdicts[0.01].within_noise}
+    noisy = {(cell.model, cell.learning_rate) for cell in findings.noisy_cells}
+    assert ("dnn", 0.01) in noisy and ("convnet", 0.01) not in noisy  # convnet: std 0.005, nearest gap 0.015
+
+
+def test_with_several_seeds_mcnemar_is_per_seed_and_counted_across_them():
+    findings = compute_findings(replicated_tables())
+    assert [(group.learning_rate, group.seed) for group in findings.significance] == [(0.001, seed) for seed in SEEDS]
+    tallies = {(tally.model_a, tally.model_b): tally for tally in findings.mcnemar_across_seeds}
+    convnet_dnn = tallies.get(("dnn", "convnet")) or tallies[("convnet", "dnn")]
+    assert isinstance(convnet_dnn, SeedTally) and convnet_dnn.seeds == 3
+    assert (convnet_dnn.a_better, convnet_dnn.b_better) == ((0, 3) if convnet_dnn.model_a == "dnn" else (3, 0))
+    resnet_convnet = tallies.get(("convnet", "resnet")) or tallies[("resnet", "convnet")]
+    assert (resnet_convnet.a_better, resnet_convnet.b_better) == (0, 0) and resnet_convnet.p_min > 0.05
+
+
+def test_with_several_seeds_the_gradient_ratio_is_given_per_seed():
+    gradient = compute_findings(replicated_tables()).gradient
+    assert gradient.seeds == 3
+    assert gradient.target_without == pytest.approx(0.005) and gradient.ratio == pytest.approx(0.010 / 0.005)
+    per_seed = gradient.per_seed
+    assert per_seed.seeds == SEEDS and per_seed.ratios == pytest.approx((2.75, 2.0, 1.5))
+    assert (per_seed.lowest, per_seed.highest, per_seed.increased) == (pytest.approx(1.5), pytest.approx(2.75), 3)
+
+
+def test_one_seed_gives_the_findings_of_one_run_per_cell():
+    one_seed = replicated_tables(seeds=(42,))
+    findings = compute_findings(one_seed)
+    plain = compute_findings({name: one_seed[name] for name in ("summary", "significance", "gradient_norms")})
+    assert findings == plain  # the replicates and seed_comparisons tables change nothing with one seed
+    assert (findings.several_seeds, findings.across_seeds, findings.seed_verdicts) == (False, None, ())
+    assert (findings.mcnemar_across_seeds, findings.noisy_cells, findings.gradient.per_seed) == ((), (), None)
+    resnet = next(row for row in findings.accuracy_at_reference if row.model == "resnet")
+    assert (resnet.accuracy, resnet.accuracy_low, resnet.seeds, resnet.accuracy_std) == (0.986, 0.976, 1, None)
+    assert findings.best_model.lead is not None and findings.best_model.lead_across_seeds is None
+
+
+def test_findings_with_several_seeds_round_trip_through_json():
+    findings = compute_findings(replicated_tables())
+    assert Findings.from_json(findings.to_json()) == findings
+
+
+# --------------------------------------------------------------------------- nightly gate
+
+
+def history_table() -> pd.DataFrame:
+    """Two nights of three models; the second night gated: a promotion, a drop within noise, a regression."""
+    rows = []
+    for date, night in (("2024-05-01", 0), ("2024-05-02", 1)):
+        for model, accuracy, decision, champion, p_value in (
+            ("dnn", (0.955, 0.960), ("first champion", "promoted"), (np.nan, 0.955), (np.nan, 0.03)),
+            ("convnet", (0.990, 0.987), ("first champion", "kept (drop within noise)"), (np.nan, 0.990), (np.nan, 0.21)),
+            ("resnet", (0.991, 0.980), ("first champion", "regressed"), (np.nan, 0.991), (np.nan, 1e-6)),
+        ):
+            rows.append({"date": date, "flow_run_id": f"flow-{night}", "model": model, "learning_rate": 0.001,
+                         "epochs": 10, "seed": 20240501 + night, "accuracy": accuracy[night],
+                         "accuracy_low": accuracy[night] - 0.002, "accuracy_high": accuracy[night] + 0.002,
+                         "map": accuracy[night], "run_id": f"{model}-{night}", "decision": decision[night],
+                         "champion_accuracy": champion[night], "p_value": p_value[night],
+                         "history_mean": np.nan if night == 0 else accuracy[0], "history_std": np.nan,
+                         "message": f"{model}: {decision[night]}"})
+    return pd.DataFrame(rows)
+
+
+def test_nightly_gate_is_the_latest_night_s_decisions():
+    gate = compute_findings({"history": history_table()}).nightly
+    assert (gate.date, gate.nights, gate.undecided, gate.regressed) == ("2024-05-02", 2, 0, ("resnet",))
+    decisions = {decision.model: decision for decision in gate.decisions}
+    assert [decisions[model].decision for model in ("dnn", "convnet", "resnet")] == [
+        "promoted", "kept (drop within noise)", "regressed"]
+    resnet = decisions["resnet"]
+    assert (resnet.accuracy, resnet.champion_accuracy, resnet.p_value, resnet.history_mean) == (0.980, 0.991, 1e-6, 0.991)
+    assert resnet.difference == pytest.approx(-0.011) and resnet.history_std is None
+    assert resnet.message == "resnet: regressed" and resnet.seed == 20240502
+
+
+def test_tonight_s_runs_the_gate_did_not_test_are_counted_not_shown():
+    history = history_table()
+    other_rate = history.iloc[[-1]].assign(learning_rate=0.01, run_id="resnet-1-lr0.01", decision=None, message=None)
+    gate = compute_findings({"history": pd.concat([history, other_rate], ignore_index=True)}).nightly
+    assert (len(gate.decisions), gate.undecided) == (3, 1)
+    assert compute_findings({}).nightly is None

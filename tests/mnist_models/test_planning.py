@@ -114,3 +114,30 @@ def test_training_decisions_say_why(tmp_path):
     decision = training_decision(run, layout, refresh=False)
     assert decision.action == "recomputed" and "outputs missing or modified" in decision.reason
     assert json.loads(layout.run(run.run_id).manifest.read_text())["parameters"]["model"] == "dnn"
+
+
+def test_costs_are_calibrated_from_this_machine_s_manifests(tmp_path):
+    from mnist_models.planning import EPOCH_COST, epoch_costs, lineage_jobs
+
+    layout = ArtifactsLayout.at(tmp_path)
+    assert epoch_costs(layout) == EPOCH_COST
+    # Measured here: dnn is slow and resnet fast (per 1,000 images), the reverse of the defaults.
+    for name, model, seconds in (("a", "dnn", [30.0, 20.0, 20.0]), ("b", "resnet", [1.0, 1.0])):
+        write_json(layout.run(name).manifest, {"parameters": {"model": model}, "train_images": 1000,
+                                               "epoch_seconds": seconds})
+    costs = epoch_costs(layout)
+    assert costs["dnn"] == 20.0 * 60 and costs["resnet"] == 1.0 * 60 and costs["convnet"] == EPOCH_COST["convnet"]
+    planned = plan_runs(config(models=["dnn", "resnet"], learning_rates=[0.01], gradient_models=[]), "data")
+    assert [job[0].spec.model for job in lineage_jobs(planned, costs)] == ["dnn", "resnet"]
+    assert [job[0].spec.model for job in lineage_jobs(planned)] == ["resnet", "dnn"]
+
+
+def test_a_lineage_is_one_job_with_its_runs_in_epoch_order():
+    from mnist_models.planning import lineage_jobs
+
+    planned = plan_runs(config(), "data")
+    jobs = lineage_jobs(planned)
+    assert len(jobs) == 13  # 14 runs: resnet at LR 0.001 for 10 and 20 epochs train once
+    (resnet,) = [job for job in jobs if len(job) == 2]
+    assert [(run.spec.model, run.spec.epochs) for run in resnet] == [("resnet", 10), ("resnet", 20)]
+    assert resnet[0].roles == {"sweep"} and resnet[1].roles == {"gradient"}

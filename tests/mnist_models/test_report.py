@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mnist_models import evaluation, metrics, outputs
+from mnist_models import evaluation, metrics, outputs, replicates
 from mnist_models.report import ReportContext, build_report_html, build_report_markdown, write_report
 
 MODELS = ("dnn", "convnet", "resnet")
@@ -114,7 +114,7 @@ def _gradient_norms(target_plain: float = 0.004, target_residual: float = 0.011,
                     norm = (target_residual if model == "resnet" else target_plain) * (1 + 0.1 * epoch)
                 else:
                     norm = 0.02 * (depth + 1) * (1 + 0.05 * epoch)
-                rows.append({"model": model, "layer": layer, "epoch": epoch, "gradient_norm": norm})
+                rows.append({"model": model, "seed": 42, "layer": layer, "epoch": epoch, "gradient_norm": norm})
     return pd.DataFrame(rows)
 
 
@@ -167,6 +167,7 @@ def synthetic_tables() -> dict[str, pd.DataFrame]:
         [{"model": model, **{f"lr {rate:g}": sweep[model][rate] for rate in LEARNING_RATES}} for model in MODELS]
     )
     significance = metrics.significance_table(vectors)
+    significance.insert(0, "seed", 42)
     significance.insert(0, "learning_rate", 0.001)
 
     dataset_facts = pd.DataFrame(
@@ -190,11 +191,86 @@ def synthetic_tables() -> dict[str, pd.DataFrame]:
     }
 
 
-def write_placeholder_figures(directory: Path) -> dict[str, Path]:
+SEEDS = (42, 43, 44)
+# Wrong test images at LR 0.001 per seed (dnn, convnet, resnet): convnet and resnet beat dnn in every seed,
+# while resnet vs convnet changes sign from seed to seed (within seed noise).
+WRONG_BY_SEED = {42: (412, 100, 87), 43: (400, 80, 98), 44: (420, 95, 88)}
+# Accuracy offsets per seed at the other learning rates; resnet at 0.0001 swings by 0.4 points, more than the
+# study's 0.2-point gap to convnet there.
+OFFSETS = {42: 0.0, 43: 0.0008, 44: -0.0005}
+SWINGING_CELL, SWING = ("resnet", 0.0001), {42: 0.0, 43: 0.004, 44: -0.004}
+SEED_FIGURE_NAMES = ("lr_sweep_seeds", "gradient_norms_seeds")
+
+
+def _seed_correct(model: str, rate: float, seed: int) -> np.ndarray:
+    """Which test images a run gets right: at LR 0.001 WRONG_BY_SEED, elsewhere SWEEP moved by the seed."""
+    if rate == 0.001:
+        wrong = WRONG_BY_SEED[seed][MODELS.index(model)]
+    else:
+        swing = SWING[seed] if (model, rate) == SWINGING_CELL else OFFSETS[seed] * (1 + MODELS.index(model))
+        wrong = round((1 - SWEEP[model][rate] - swing) * TEST_IMAGES)
+    correct = np.ones(TEST_IMAGES, dtype=bool)
+    correct[:wrong] = False
+    return correct
+
+
+def replicated_tables() -> dict[str, pd.DataFrame]:
+    """synthetic_tables() with the sweep and the gradient experiment trained with SEEDS, and the tables that adds."""
+    tables = synthetic_tables()
+    sweep = evaluation.sweep_runs(tables["summary"])
+    runs, vectors = [], {}
+    for seed in SEEDS:
+        for row in sweep.to_dict(orient="records"):
+            run_id = row["run_id"].replace("-s42-", f"-s{seed}-")
+            vectors[run_id] = _seed_correct(row["model"], row["learning_rate"], seed)
+            accuracy = float(vectors[run_id].mean())
+            runs.append({**row, "run_id": run_id, "seed": seed, "accuracy": accuracy, "accuracy_low": accuracy - 0.0019,
+                         "accuracy_high": accuracy + 0.0018})
+    gradient_runs = tables["summary"][tables["summary"]["role"] == "gradient"]
+    summary = pd.concat([pd.DataFrame(runs), *(gradient_runs.assign(seed=seed, run_id=gradient_runs["run_id"] + str(seed))
+                                                 for seed in SEEDS)], ignore_index=True)
+    significance = []
+    for seed in SEEDS:
+        table = metrics.significance_table({model: _seed_correct(model, 0.001, seed) for model in MODELS})
+        significance.append(table.assign(learning_rate=0.001, seed=seed))
+    per_class = tables["per_class_metrics"]
+    per_class = pd.concat([per_class.assign(run_id=per_class["run_id"].str.replace("-s42-", f"-s{seed}-"))
+                           for seed in SEEDS], ignore_index=True)
+    gradients = pd.concat([_gradient_norms(0.004 + 0.001 * index, 0.011 - 0.001 * index).assign(seed=seed)
+                           for index, seed in enumerate(SEEDS)], ignore_index=True)
+    table_replicates = replicates.replicates_table(summary)
+    return {**tables, "summary": summary, "per_class_metrics": per_class, "gradient_norms": gradients,
+            "significance": pd.concat(significance, ignore_index=True), "replicates": table_replicates,
+            "seed_comparisons": replicates.seed_comparisons(summary, vectors),
+            "accuracy_at_lr": replicates.across_seed_columns(evaluation.accuracy_at_lr_table(summary), table_replicates),
+            "lr_sweep": replicates.across_seed_sweep(evaluation.lr_sweep_table(summary), table_replicates)}
+
+
+def history_table() -> pd.DataFrame:
+    """Two nights of the nightly history; on the second, dnn is promoted, convnet kept within noise, resnet regressed."""
+    rows = []
+    for night, date in enumerate(("2024-05-01", "2024-05-02")):
+        for model, accuracies, decisions, champion, p_value in (
+            ("dnn", (0.9551, 0.9602), ("first champion", "promoted"), 0.9551, 0.012),
+            ("convnet", (0.9902, 0.9871), ("first champion", "kept (drop within noise)"), 0.9902, 0.21),
+            ("resnet", (0.9913, 0.9802), ("first champion", "regressed"), 0.9913, 3e-7),
+        ):
+            accuracy, decision = accuracies[night], decisions[night]
+            rows.append({
+                "date": date, "flow_run_id": f"flow-{night}", "model": model, "learning_rate": 0.001, "epochs": 10,
+                "seed": 20240501 + night, "accuracy": accuracy, "accuracy_low": accuracy - 0.002,
+                "accuracy_high": accuracy + 0.002, "map": accuracy, "run_id": f"{model}-night{night}",
+                "decision": decision, "champion_accuracy": champion if night else np.nan,
+                "p_value": p_value if night else np.nan, "history_mean": accuracies[0] if night else np.nan,
+                "history_std": np.nan, "message": f"{model}: {decision}, accuracy {accuracy:.4f}"})
+    return pd.DataFrame(rows)
+
+
+def write_placeholder_figures(directory: Path, names: tuple[str, ...] = FIGURE_NAMES) -> dict[str, Path]:
     """A small real PNG for every figure name, so links and inlining have files to point at."""
     directory.mkdir(parents=True, exist_ok=True)
     figures = {}
-    for index, name in enumerate(FIGURE_NAMES):
+    for index, name in enumerate(names):
         path = directory / f"{name}.png"
         Image.new("RGB", (40, 30), (index * 12 % 256, 90, 160)).save(path)
         figures[name] = path
@@ -497,3 +573,134 @@ def test_write_report_writes_both_files_and_no_temporary_ones(tables, figures, r
     assert written["html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     write_report(_context(tables, figures), report_dir)  # rewriting replaces, and still leaves nothing behind
     assert sorted(path.name for path in report_dir.iterdir()) == ["report.html", "report.md"]
+
+
+# --------------------------------------------------------------------------- several seeds and the nightly gate
+
+
+@pytest.fixture
+def replicated() -> dict[str, pd.DataFrame]:
+    return replicated_tables()
+
+
+@pytest.fixture
+def seed_figures(tmp_path) -> dict[str, Path]:
+    return write_placeholder_figures(tmp_path / "figures", FIGURE_NAMES + SEED_FIGURE_NAMES)
+
+
+def _claim(comparisons: pd.DataFrame, better: str, worse: str, rate: float = 0.001) -> str:
+    """How the report states a difference that holds, with the numbers of the seed_comparisons table."""
+    row = comparisons[np.isclose(comparisons["learning_rate"], rate)
+                      & (comparisons[["model_a", "model_b"]].apply(set, axis=1) == {better, worse})].iloc[0]
+    sign = 1 if row["model_a"] == better else -1
+    low, high = sorted((sign * row["difference_low"], sign * row["difference_high"]))
+    return (f"{better} beats {worse}, as in the study's table 5.1, across 3 seeds (mean difference "
+            f"{sign * row['difference_mean'] * 100:+.2f} points, 95% CI {low * 100:+.2f} to {high * 100:+.2f}, "
+            f"paired t p = {row['p_value']:.2g})")
+
+
+def test_with_several_seeds_the_sections_come_in_order(replicated, seed_figures, report_dir):
+    text = build_report_markdown(_context({**replicated, "history": history_table()}, seed_figures), report_dir)
+    headings = ("## 6. Performance", "## Across seeds", "## 7. Conclusion", "## Nightly gate",
+                "## How this report was made")
+    positions = [text.index(heading + "\n") for heading in headings]
+    assert positions == sorted(positions)
+    build_report_html(text, report_dir, "t")  # every link resolves
+
+
+def test_across_seeds_names_the_conclusions_that_hold_and_those_within_noise(replicated, seed_figures, report_dir):
+    text = build_report_markdown(_context(replicated, seed_figures), report_dir)
+    across = _section(text, "## Across seeds")
+    comparisons = replicated["seed_comparisons"]
+    reference = next(line for line in across.splitlines() if line.startswith("- At learning rate 0.001,"))
+    assert _claim(comparisons, "convnet", "dnn") in reference and _claim(comparisons, "resnet", "dnn") in reference
+    noise = comparisons[(comparisons["learning_rate"] == 0.001) & (comparisons["model_b"] == "resnet")
+                        & (comparisons["model_a"] == "convnet")].iloc[0]
+    assert (f"convnet vs resnet is within seed noise (mean difference {noise['difference_mean'] * 100:+.2f} points"
+            in reference)
+    assert f"paired t p = {noise['p_value']:.2g}; the study's table 5.1 ranks convnet first)" in reference
+    # resnet at 0.0001 swings by 0.4 points across seeds, more than the study's 0.2-point gap to convnet.
+    cell = replicated["replicates"].set_index(["model", "learning_rate"]).loc[("resnet", 0.0001)]
+    assert (f"resnet at learning rate 0.0001 (standard deviation {cell['accuracy_std']:.4f} across 3 seeds, more than "
+            "the study's gap of 0.0020 to convnet") in across
+    assert (f"| {cell['accuracy_mean']:.4f} ± {cell['accuracy_std']:.4f} "
+            f"({cell['accuracy_mean_low']:.4f}–{cell['accuracy_mean_high']:.4f}) |") in across
+    assert "learning rate 0.1 (standard deviation" not in across  # diverged cells rank nothing
+    conclusion = _section(text, "## 7. Conclusion")
+    assert "- **Across seeds.** At learning rate 0.001, " + _claim(comparisons, "convnet", "dnn") in conclusion
+    assert "of 12 pairwise differences, 9 hold across seeds and 3 are within seed noise" in conclusion
+
+
+def test_a_significant_reversal_of_the_study_s_ranking_is_named(replicated, seed_figures, report_dir, monkeypatch):
+    # resnet now beats convnet in every seed at 0.001, the reverse of the study's table 5.1 (convnet 0.991, resnet 0.99).
+    monkeypatch.setitem(WRONG_BY_SEED, 43, (400, 80, 70))
+    monkeypatch.setitem(WRONG_BY_SEED, 44, (420, 95, 75))
+    monkeypatch.setitem(WRONG_BY_SEED, 42, (412, 100, 84))
+    text = build_report_markdown(_context(replicated_tables(), seed_figures), report_dir)
+    assert "resnet beats convnet across 3 seeds, the reverse of the study's table 5.1 (mean difference +" in text
+    assert "Its lead over convnet holds across 3 seeds" in _section(text, "## 7. Conclusion")
+
+
+def test_with_several_seeds_the_study_sections_use_the_means_and_name_the_seeds(replicated, seed_figures, report_dir):
+    text = build_report_markdown(_context(replicated, seed_figures), report_dir)
+    cells = replicated["replicates"].set_index(["model", "learning_rate"])
+    resnet = cells.loc[("resnet", 0.001)]
+    assert (f"| resnet | 0.001 | 10 | 3 | {resnet['accuracy_mean']:.4f} ± {resnet['accuracy_std']:.4f} | "
+            f"{resnet['accuracy_mean_low']:.4f}–{resnet['accuracy_mean_high']:.4f} | 0.991 | "
+            f"{resnet['accuracy_mean'] - 0.991:+.4f} |") in _section(text, "## 4. Accuracy")
+    convnet = [cells.loc[("convnet", rate), "accuracy_mean"] for rate in LEARNING_RATES]
+    assert "| convnet | this run | " + " | ".join(f"{value:.4f}" for value in convnet) + " |" in text
+    performance = _section(text, "## 6. Performance")
+    assert "| dnn | sweep | 43 | 0.001 | 10 | 0.9600 |" in performance
+    assert "| 0.001 | 44 | convnet | resnet |" in performance
+    conclusion = _section(text, "## 7. Conclusion")
+    assert f"the most accurate model by mean across 3 seeds is **resnet** with mean test accuracy " \
+           f"{resnet['accuracy_mean']:.4f}" in conclusion
+    assert "Its lead over convnet is within seed noise across 3 seeds" in conclusion
+    assert "McNemar p" not in next(line for line in conclusion.splitlines() if line.startswith("- **Best model.**"))
+    significance = next(line for line in conclusion.splitlines() if line.startswith("- **Significance.**"))
+    assert "convnet significantly more accurate than dnn in 3 of 3 seeds" in significance
+    assert "convnet significantly more accurate than resnet in 1 and the reverse in 2 of 3 seeds" in significance
+    assert "Seed by seed, the ratio ranges from 1.50 to 2.75: above 1 in 3 of 3 seeds." in conclusion
+
+
+def test_seed_figures_are_shown_when_drawn_and_left_out_silently_otherwise(replicated, seed_figures, tables, figures,
+                                                                          report_dir):
+    several = build_report_markdown(_context(replicated, seed_figures), report_dir)
+    linked = {Path(unquote(link)).stem for link in _image_links(several)}
+    assert set(SEED_FIGURE_NAMES) <= linked
+    assert "*Figure 5.2: Test accuracy by learning rate" in _section(several, "## 5. Model selection")
+    assert "*Figure 3.3: Gradient norm of target_layer" in _section(several, "## 3. Gradient vanishing")
+    one = build_report_markdown(_context(tables, figures), report_dir)
+    assert "_seeds" not in one and "Figure 5.2" not in one and "Figure 3.3" not in one
+
+
+def test_one_seed_renders_as_before_with_one_sentence_on_seeds(tables, figures, report_dir):
+    before = build_report_markdown(_context(tables, figures), report_dir)
+    vectors = {row.run_id: _seed_correct(row.model, row.learning_rate, 42)
+               for row in evaluation.sweep_runs(tables["summary"]).itertuples()}
+    with_seed_tables = {**tables, "replicates": replicates.replicates_table(tables["summary"]),
+                        "seed_comparisons": replicates.seed_comparisons(tables["summary"], vectors)}
+    after = build_report_markdown(_context(with_seed_tables, figures), report_dir)
+    method = "## How this report was made"
+    assert after.split(method)[0] == before.split(method)[0]  # only the list of tables provided differs
+    across = _section(before, "## Across seeds")
+    assert across.count(".") == 1 and "one seed" in across and "`--replicates 3`" in across
+
+
+def test_nightly_section_states_tonight_s_gate_decisions(tables, figures, report_dir):
+    assert "## Nightly gate" not in build_report_markdown(_context(tables, figures), report_dir)
+    history = history_table()
+    nightly = _section(build_report_markdown(_context({**tables, "history": history}, figures), report_dir),
+                       "## Nightly gate")
+    assert "Night of 2024-05-02 (2 nights in the history)" in nightly
+    assert "| resnet | 0.001 | 20240502 | 0.9802 | 0.9913 | -1.11 | 3e-07 | 0.9913 | regressed |" in nightly
+    assert "| convnet | 0.001 | 20240502 | 0.9871 | 0.9902 | -0.31 | 0.21 | 0.9902 | kept (drop within noise) |" in nightly
+    assert "**The night fails:** resnet dropped by more than the tolerance, significantly" in nightly
+    for message in history.loc[history["date"] == "2024-05-02", "message"]:
+        assert f"- {message}\n" in nightly
+    assert "2024-05-01" not in nightly and "Figure N.1" not in nightly  # the history figure is optional
+    passing = history.assign(decision=history["decision"].replace("regressed", "kept (drop within noise)"))
+    nightly = _section(build_report_markdown(_context({**tables, "history": passing}, figures), report_dir),
+                       "## Nightly gate")
+    assert "The night passes: no model dropped significantly" in nightly and "The night fails" not in nightly
