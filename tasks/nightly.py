@@ -8,13 +8,14 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from mnist_models import nightly, replicates, tables
+from mnist_models import nightly, outputs, replicates, tables
 from mnist_models.evaluation import correct_vector, representative_runs, sweep_runs
 from mnist_models.io import atomic_path
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.records import ChampionDecision, StudyResult
 
-GATE_COLUMNS = ["decision", "champion_accuracy", "p_value", "history_mean", "history_std", "message"]
+# The history table's gate columns, as the outputs registry declares them.
+GATE_COLUMNS = [column for column in outputs.TABLES["history"].columns if column not in nightly.HISTORY_COLUMNS]
 
 
 def _verdict(decision: replicates.GateDecision) -> str:
