@@ -14,6 +14,15 @@ import pyarrow.parquet as pq
 from mnist_models.io import atomic_path
 
 IMAGE_SIZE = 28 * 28
+# Pixels are never null; a non-nullable item lets Arrow decode the list without building validity bitmaps.
+PIXELS_TYPE = pa.list_(pa.field("element", pa.float32(), nullable=False), IMAGE_SIZE)
+# Arrow reconstructs a list column from per-pixel repetition levels; row groups of 1,000 images (3 MB of
+# pixels) keep that work in cache and let it run on several cores (benchmarks/results/load_parquet.md).
+ROW_GROUP_ROWS = 1000
+# Plain, uncompressed pixels: decompressing or undoing a dictionary costs more than reading 188 MB from the
+# page cache, and per-page statistics of pixels serve no query.
+PARQUET_WRITE_OPTIONS = {"compression": "none", "use_dictionary": False,
+                         "write_statistics": ["label", "source_index"], "row_group_size": ROW_GROUP_ROWS}
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ def write_split_parquet(raw_images: np.ndarray, labels: np.ndarray, path: str | 
     pixels = normalize_images(raw_images).reshape(len(raw_images), raw_images.shape[1] * raw_images.shape[2])
     if pixels.shape[1] != IMAGE_SIZE:
         raise ValueError(f"images have {pixels.shape[1]} pixels each; expected 28x28 = {IMAGE_SIZE}")
-    pixel_column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.ravel(), type=pa.float32()), IMAGE_SIZE)
+    pixel_column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.ravel(), type=pa.float32()), type=PIXELS_TYPE)
     table = pa.table(
         {
             "label": pa.array(labels.astype(np.uint8), type=pa.uint8()),
@@ -55,8 +64,7 @@ def write_split_parquet(raw_images: np.ndarray, labels: np.ndarray, path: str | 
         }
     )
     with atomic_path(path) as temporary:
-        # Pixels take 256 distinct values, so dictionary encoding keeps the file small and fast to decode.
-        pq.write_table(table, temporary, compression="zstd", row_group_size=len(labels) or 1)
+        pq.write_table(table, temporary, **PARQUET_WRITE_OPTIONS)
     return Path(path)
 
 
@@ -65,12 +73,20 @@ def load_split(path: str | os.PathLike[str]) -> Split:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run the data stage (flows/prepare_data.py) first")
-    table = pq.read_table(path)
-    pixels = table.column("pixels").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    images = pixels.reshape(-1, 28, 28, 1)
-    labels = table.column("label").to_numpy()
-    source_index = table.column("source_index").to_numpy()
-    return Split(images=images, labels=labels, source_index=source_index)
+    # Any layout reads the same way (older files too); threads decode the row groups side by side.
+    table = pq.read_table(path, memory_map=True, use_threads=True)
+    images = _column_values(table, "pixels").reshape(-1, 28, 28, 1)
+    return Split(images=images, labels=_column_values(table, "label"),
+                 source_index=_column_values(table, "source_index"))
+
+
+def _column_values(table: pa.Table, name: str) -> np.ndarray:
+    """One column as a read-only NumPy view of a single Arrow buffer; list columns give their items."""
+    # Joining several row groups' chunks is the one copy; the NumPy view keeps the joined buffer alive.
+    column = table.column(name).combine_chunks()
+    if pa.types.is_fixed_size_list(column.type):
+        column = column.flatten()
+    return column.to_numpy(zero_copy_only=False)
 
 
 def stratified_subset(split: Split, size: int | None, seed: int) -> Split:

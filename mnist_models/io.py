@@ -165,7 +165,15 @@ def _is_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process not yet reaped by its parent still answers os.kill: it has written its last byte."""
+    try:
+        return " Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    except (OSError, IndexError):
+        return False
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:

@@ -57,7 +57,7 @@ def test_a_killed_training_process_is_retried_once_and_the_grid_completes(tmp_pa
 def test_a_run_killed_twice_is_reported_and_loses_only_itself(tmp_path, mnist_dir):
     returncode, output = _run_killing_convnet(tmp_path, mnist_dir, kills=2)
     assert returncode == 1
-    assert re.search(r"error: 1 of 2 runs failed .*\n\s+convnet-\S+: RunCrashedError: the process running train_run "
+    assert re.search(r"error: 1 of 2 runs failed .*\n\s+convnet-\S+: RunCrashedError: the process running train_lineage "
                      r"killed by signal 9 \(SIGKILL\); likely out of memory", output), output[-3000:]
     assert "BrokenProcessPool" not in output and "leaked semaphore" not in output
     # dnn's run was trained, evaluated and reported; the next run trains only convnet.
@@ -102,3 +102,33 @@ def test_a_full_disk_stops_with_one_clear_message_and_the_next_run_completes(tmp
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (tmp_path / "data" / "mnist" / "train.parquet").exists()
     assert time.monotonic() - started < 300
+
+
+def test_a_flow_killed_mid_run_resumes_at_its_last_epoch(tmp_path, mnist_dir):
+    """kill -9 of the whole flow (its process group) during epoch 3 of 4; the next run continues from epoch 2."""
+    options = ["--profile", "quick", "--models", "dnn", "--learning-rates", "0.001", "--epochs", "4",
+               "--train-subset", "20000", "--gradient-models", "", "--artifacts-dir", str(tmp_path)]
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", *options], cwd=REPOSITORY,
+                               env=_environment(mnist_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "epoch 2/4" in line:
+            deadline = time.monotonic() + 30
+            while not list((tmp_path / "runs" / ".checkpoints").glob("*/epoch-0002/state.json")):
+                assert time.monotonic() < deadline, "".join(lines)[-3000:]
+                time.sleep(0.05)
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not list((tmp_path / "runs").glob("dnn-*/manifest.json"))
+
+    completed = subprocess.run([sys.executable, "flows/full_study.py", *options], cwd=REPOSITORY,
+                               env=_environment(mnist_dir), capture_output=True, text=True, timeout=600)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert re.search(r"continuing from epoch [23] of checkpoint", output), output[-3000:]
+    assert "epoch 1/4" not in output
+    assert not [path for path in tmp_path.rglob("*.tmp")]  # the killed run's temporaries were removed

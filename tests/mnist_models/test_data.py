@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mnist_models.data import (
+    ROW_GROUP_ROWS,
     Split,
     dataset_facts,
     load_split,
@@ -106,6 +107,100 @@ def test_load_split_round_trip(tmp_path, raw_images):
     np.testing.assert_array_equal(split.images[..., 0], normalize_images(raw_images))
     np.testing.assert_array_equal(split.labels, labels)
     np.testing.assert_array_equal(split.source_index, np.arange(12))
+
+
+def _old_layout_table(raw_images: np.ndarray, labels: np.ndarray) -> pa.Table:
+    """The columns as the first write_split_parquet built them: every field nullable, item named 'item'."""
+    pixels = normalize_images(raw_images).reshape(len(raw_images), 784)
+    return pa.table({
+        "label": pa.array(labels.astype(np.uint8)),
+        "source_index": pa.array(np.arange(len(labels), dtype=np.int32)),
+        "pixels": pa.FixedSizeListArray.from_arrays(pa.array(pixels.ravel()), 784),
+    })
+
+
+@pytest.fixture
+def real_slice(mnist) -> tuple[np.ndarray, np.ndarray]:
+    """2,500 genuine test images: two full row groups and a partial one."""
+    return mnist["t10k-images-idx3-ubyte.gz"][:2500], mnist["t10k-labels-idx1-ubyte.gz"][:2500]
+
+
+def test_layout_round_trips_exactly_through_plain_pages(tmp_path, real_slice):
+    raw, labels = real_slice
+    path = write_split_parquet(raw, labels, tmp_path / "test.parquet")
+
+    table = pq.read_table(path)
+    assert table.column_names == ["label", "source_index", "pixels"]
+    assert table.schema.field("label").type == pa.uint8()
+    assert table.schema.field("source_index").type == pa.int32()
+    assert table.schema.field("pixels").type == pa.list_(pa.field("element", pa.float32(), nullable=False), 784)
+    np.testing.assert_array_equal(table.column("label").to_numpy(), labels)
+    np.testing.assert_array_equal(table.column("source_index").to_numpy(), np.arange(2500))
+    stored = np.stack(table.column("pixels").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(stored, normalize_images(raw).reshape(2500, 784))  # bit for bit
+
+    metadata = pq.read_metadata(path)
+    assert [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)] == [
+        ROW_GROUP_ROWS, ROW_GROUP_ROWS, 2500 - 2 * ROW_GROUP_ROWS]
+    pixel_chunk = metadata.row_group(0).column(2)
+    assert pixel_chunk.path_in_schema == "pixels.list.element"
+    assert pixel_chunk.compression == "UNCOMPRESSED"
+    assert not pixel_chunk.is_stats_set
+    assert not any("DICTIONARY" in encoding for encoding in pixel_chunk.encodings)
+    assert metadata.row_group(0).column(0).is_stats_set  # labels keep their statistics
+
+
+def test_load_split_of_several_row_groups(tmp_path, real_slice):
+    raw, labels = real_slice
+    split = load_split(write_split_parquet(raw, labels, tmp_path / "test.parquet"))
+
+    assert split.images.shape == (2500, 28, 28, 1) and split.images.dtype == np.float32
+    assert split.labels.dtype == np.uint8 and split.source_index.dtype == np.int32
+    np.testing.assert_array_equal(split.images[..., 0], normalize_images(raw))
+    np.testing.assert_array_equal(split.labels, labels)
+    np.testing.assert_array_equal(split.source_index, np.arange(2500))
+
+
+@pytest.mark.parametrize(
+    "write_options",
+    [{},  # pyarrow's defaults: snappy, dictionary pages, statistics, one row group
+     {"compression": "zstd", "row_group_size": 2500},  # the first write_split_parquet
+     {"compression": "zstd", "row_group_size": 700}],  # nullable items over several row groups
+    ids=["pyarrow-defaults", "zstd-one-row-group", "zstd-row-groups-of-700"],
+)
+def test_files_of_the_old_layout_load_identically(tmp_path, real_slice, write_options):
+    raw, labels = real_slice
+    pq.write_table(_old_layout_table(raw, labels), tmp_path / "old.parquet", **write_options)
+    new = load_split(write_split_parquet(raw, labels, tmp_path / "new.parquet"))
+
+    old = load_split(tmp_path / "old.parquet")
+
+    for name in ("images", "labels", "source_index"):
+        old_array, new_array = getattr(old, name), getattr(new, name)
+        assert (old_array.dtype, old_array.shape) == (new_array.dtype, new_array.shape), name
+        np.testing.assert_array_equal(old_array, new_array, err_msg=name)
+
+
+def test_loaded_arrays_outlive_the_file_they_came_from(tmp_path, real_slice):
+    raw, labels = real_slice
+    path = write_split_parquet(raw, labels, tmp_path / "test.parquet")
+    split = load_split(path)
+
+    # Reading memory-maps the file: arrays already loaded must not change or fault when the data stage rewrites it.
+    write_split_parquet(255 - raw, labels, path)
+    path.unlink()
+
+    np.testing.assert_array_equal(split.images[..., 0], normalize_images(raw))
+    np.testing.assert_array_equal(split.labels, labels)
+
+
+def test_load_split_of_an_empty_split(tmp_path):
+    path = write_split_parquet(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), tmp_path / "empty.parquet")
+
+    split = load_split(path)
+
+    assert split.images.shape == (0, 28, 28, 1) and split.images.dtype == np.float32
+    assert len(split) == 0
 
 
 def test_write_leaves_no_temporary_files(tmp_path, raw_images):
