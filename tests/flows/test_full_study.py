@@ -210,11 +210,39 @@ def test_refresh_retrains_everything(first):
     assert trained(before, manifests(artifacts)) == planned
 
 
+def test_more_epochs_continue_the_finished_runs(first):
+    artifacts, _ = first
+    shorter = {json.loads(path.read_text())["parameters"]["model"]: path.parent.name
+               for path in (artifacts / "runs").glob("*-lr0.01-e1-*/manifest.json")}
+    assert study(artifacts, epochs=2).is_completed()
+    for path in (artifacts / "runs").glob("*-lr0.01-e2-*/manifest.json"):
+        manifest = json.loads(path.read_text())
+        assert manifest["continued_from"] == {"epoch": 1, "source": shorter[manifest["parameters"]["model"]]}
+        history = pd.read_parquet(path.parent / "history.parquet")
+        first_epoch = pd.read_parquet(artifacts / "runs" / shorter[manifest["parameters"]["model"]] / "history.parquet")
+        assert history["epoch"].tolist() == [1, 2]
+        assert history.iloc[0].equals(first_epoch.iloc[0])  # epoch 1 was not trained again: same row, same seconds
+    assert sum(1 for key in recomputed(artifacts) if key.startswith("train ")) == 2
+
+
+def _task_run_names(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        ids = [flow_run_id, *(subflow.id for subflow in subflows)]
+        return [task_run.name for flow in ids for task_run in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [flow]}))]
+
+
 def test_a_run_serving_the_sweep_and_the_gradient_experiment_trains_once_and_serves_both(tmp_path):
     state = study(tmp_path, models=["resnet"], learning_rates=[0.001], epochs=1, gradient_models=["resnet_plain", "resnet"],
                   gradient_epochs=1, train_subset=200)
     assert state.is_completed(), state.message
     assert len(manifests(tmp_path)) == 2
+    assert len([name for name in _task_run_names(state.state_details.flow_run_id) if name.startswith("train ")]) == 2
     summary = pd.read_parquet(tmp_path / "tables" / "summary.parquet")
     resnet = summary[summary["model"] == "resnet"]
     assert resnet[["role", "roles"]].values.tolist() == [["sweep", "sweep,gradient"]]
@@ -226,6 +254,14 @@ def test_a_run_serving_the_sweep_and_the_gradient_experiment_trains_once_and_ser
     assert study(tmp_path, models=["dnn"], learning_rates=[0.001], epochs=1, gradient_models=["resnet_plain", "resnet"],
                  gradient_epochs=1, train_subset=200).is_completed()
     assert not any(key.startswith("evaluate resnet") for key in recomputed(tmp_path))
+
+    # A 2-epoch gradient experiment beside the 1-epoch sweep: one training of resnet writes both runs.
+    state = study(tmp_path / "longer", models=["resnet"], learning_rates=[0.001], epochs=1,
+                  gradient_models=["resnet_plain", "resnet"], gradient_epochs=2, train_subset=200)
+    assert state.is_completed(), state.message
+    assert len(manifests(tmp_path / "longer")) == 3
+    trainings = [name for name in _task_run_names(state.state_details.flow_run_id) if name.startswith("train ")]
+    assert sorted(trainings)[0].startswith("train resnet lr=0.001") and len(trainings) == 2
 
 
 # --------------------------------------------------------------------------- a copy of the project
