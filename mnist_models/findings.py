@@ -27,7 +27,7 @@ STUDY_EPOCHS = 10  # the study's tables 2.1 and 5.1 are after this many epochs
 TARGET_LAYER = "target_layer"  # the layer the gradient experiment watches
 # The tables the findings are computed from; their columns are checked against the outputs registry.
 SOURCE_TABLES = ("dataset_facts", "model_summary", "summary", "per_class_metrics", "significance", "gradient_norms",
-                 "replicates", "seed_comparisons", "history")
+                 "replicates", "seed_comparisons", "history", "cache_decisions")
 _SCORES = ("accuracy", "accuracy_low", "accuracy_high", "loss", "macro_f1", "macro_auc", "map")
 
 
@@ -283,6 +283,21 @@ class NightlyGate(Record):
     regressed: tuple[str, ...]  # models whose significant drop fails the night
 
 
+class CacheEntry(Record):
+    """One stage item that the run recomputed, and why."""
+
+    stage: str
+    item: str
+    reason: str
+
+
+class CacheSummary(Record):
+    """How the run that rendered the report reused earlier work."""
+
+    reused: int
+    recomputed: tuple[CacheEntry, ...]
+
+
 class Findings(Record):
     """Everything the report states, as data."""
 
@@ -310,6 +325,7 @@ class Findings(Record):
     seed_verdicts: tuple[SeedVerdicts, ...] = ()  # across_seeds' conclusions per learning rate, largest first
     noisy_cells: tuple[CellSpread, ...] = ()  # cells not diverged whose spread across seeds exceeds a gap to a rival
     nightly: NightlyGate | None = None  # None without a history table
+    cache: CacheSummary | None = None  # None without the decisions of the run that rendered the report
 
 
 def compute_findings(tables: Mapping[str, pd.DataFrame]) -> Findings:
@@ -354,7 +370,15 @@ def compute_findings(tables: Mapping[str, pd.DataFrame]) -> Findings:
         seed_verdicts=_verdicts(across),
         noisy_cells=_noisy_cells(across, diverged),
         nightly=_from(present["history"], _nightly, None),
+        cache=_from(present["cache_decisions"], _cache, None),
     )
+
+
+def _cache(decisions: pd.DataFrame) -> CacheSummary:
+    recomputed = decisions[decisions["action"] == "recomputed"]
+    return CacheSummary(reused=int((decisions["action"] == "reused").sum()),
+                        recomputed=tuple(CacheEntry(stage=stage, item=item, reason=reason)
+                                         for stage, item, reason in recomputed[["stage", "item", "reason"]].values))
 
 
 def _from(table: pd.DataFrame | None, build, empty: object = ()):

@@ -20,7 +20,7 @@ from mnist_models.evaluation import StudyRuns
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-Stage = Literal["data", "study", "nightly"]
+Stage = Literal["data", "study", "nightly", "cache"]
 PLAIN_VARIANT = "resnet_plain"  # the gradient experiment's model without the residual shortcut
 
 
@@ -84,6 +84,8 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
                   tables["summary"], evaluation.correct_by_run(study))),
     TableSpec("gradient_norms", "per-layer gradient norms per epoch of the gradient experiment",
               ("model", "seed", "epoch", "layer", "gradient_norm"), build=_from_runs(evaluation.gradient_norms_table)),
+    TableSpec("cache_decisions", "each stage's reuse decision in this run: reused or recomputed, and why",
+              ("stage", "item", "action", "reason"), stage="cache"),
     TableSpec("history", "nightly runs: one row per sweep run per night, with the gate's decision per model", (
         "date", "flow_run_id", "model", "learning_rate", "epochs", "seed", "accuracy", "accuracy_low",
         "accuracy_high", "map", "run_id", "decision", "champion_accuracy", "p_value", "history_mean", "history_std",

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from mnist_models import tables
+from mnist_models import outputs, tables
 from mnist_models.provenance import Decision, StageKey, StageStore, decide
 
 T = TypeVar("T")
@@ -66,12 +66,17 @@ class Ledger:
         return any(decision.stage == stage and decision.item == item for decision in self.decisions)
 
 
-DECISION_COLUMNS = ["stage", "item", "action", "reason"]
+DECISION_COLUMNS = list(outputs.TABLES["cache_decisions"].columns)
+
+
+def decisions_table(ledger: Ledger) -> pd.DataFrame:
+    """This run's decisions so far, one row each: stage, item, action, reason."""
+    return pd.DataFrame([decision.model_dump() for decision in ledger.decisions], columns=DECISION_COLUMNS)
 
 
 def write_decisions(ledger: Ledger, tables_dir: Path) -> pd.DataFrame:
     """This run's decisions as the cache_decisions table (Parquet, CSV, Markdown); returned too."""
-    decisions = pd.DataFrame([decision.model_dump() for decision in ledger.decisions], columns=DECISION_COLUMNS)
+    decisions = decisions_table(ledger)
     tables.write_table(decisions, tables_dir, "cache_decisions")
     return decisions
 

@@ -13,12 +13,14 @@ from tasks.reporting import read_study_tables
 
 @task
 def render_report(layout: ArtifactsLayout, table_names: list[str], figures: dict[str, Path],
-                  settings: dict) -> dict[str, Path]:
-    """Write report.md and a self-contained report.html from the tables and figures on disk."""
+                  settings: dict, decisions: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write report.md and a self-contained report.html from the tables and figures on disk, and this run's
+    reuse decisions so far (not part of the report's key: a reused report tells the run that rendered it)."""
     from mnist_models import report
 
     context = report.ReportContext(
-        tables=read_study_tables(layout, table_names),
+        tables={**read_study_tables(layout, table_names),
+                **({"cache_decisions": decisions} if decisions is not None else {})},
         figures=figures,
         settings=settings,
         generated_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),

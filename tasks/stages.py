@@ -18,7 +18,7 @@ from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, Decis
                                      digest, library_versions, package_files)
 from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutcome, Scores, StudyResult, TrainedRun
 from mnist_models.training import read_manifest, trained_run
-from tasks.caching import Ledger, write_decisions
+from tasks.caching import Ledger, decisions_table, write_decisions
 from tasks.figures import render_figures
 from tasks.report import render_report
 from tasks.reporting import publish_artifacts, write_study_tables
@@ -104,7 +104,8 @@ def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLay
                                 **package_files("mnist_models", "templates/*.j2", "report.css")})
     report_paths = ledger.stage(
         "report", "study", report_key,
-        lambda: _written(layout, render_report(layout, table_names, figure_paths, config.report_settings()),
+        lambda: _written(layout, render_report(layout, table_names, figure_paths, config.report_settings(),
+                                               decisions_table(ledger)),
                          lambda path: [path]),
         lambda stored: {kind: layout.absolute(path) for kind, path in stored.items()})
     relative = lambda paths: {name: layout.relative(path) for name, path in paths.items()}  # noqa: E731
@@ -131,7 +132,7 @@ def publish(layout: ArtifactsLayout, ledger: Ledger) -> None:
     reused = int((decisions["action"] == "reused").sum())
     get_run_logger().info(f"cache: {reused} reused, {len(decisions) - reused} recomputed "
                           f"(tables/cache_decisions.md says why)")
-    names = [name for name in (*outputs.TABLES, "cache_decisions") if layout.table(name)["parquet"].exists()]
+    names = [name for name in outputs.TABLES if layout.table(name)["parquet"].exists()]
     publish_artifacts(layout, names)
 
 

@@ -77,6 +77,9 @@ def test_first_run_trains_evaluates_and_reports(first):
     assert (artifacts / "report" / "report.html").exists() and (artifacts / "figures" / "roc_dnn.png").exists()
     assert set(decisions(artifacts)["action"]) == {"recomputed"}
     assert all(not path.is_absolute() for path in result.tables.values())
+    report = (artifacts / "report" / "report.md").read_text()
+    assert "The run that rendered this report reused 0 stage item(s)" in report
+    assert "- train `dnn-lr0.01-e1-s42-n300-" in report and "`: new" in report
 
 
 def test_summary_accuracy_is_what_the_saved_model_scores(first):

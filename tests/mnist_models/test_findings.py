@@ -450,3 +450,14 @@ def test_tonight_s_runs_the_gate_did_not_test_are_counted_not_shown():
     gate = compute_findings({"history": pd.concat([history, other_rate], ignore_index=True)}).nightly
     assert (len(gate.decisions), gate.undecided) == (3, 1)
     assert compute_findings({}).nightly is None
+
+
+def test_the_cache_decisions_of_the_rendering_run_are_summarised():
+    decisions = pd.DataFrame({"stage": ["train", "train", "report"], "item": ["a", "b", "study"],
+                              "action": ["reused", "recomputed", "recomputed"],
+                              "reason": ["unchanged", "code changed (mnist_models/architectures/dnn.py)", "new"]})
+    cache = compute_findings({"cache_decisions": decisions}).cache
+    assert cache.reused == 1
+    assert [(entry.stage, entry.item, entry.reason) for entry in cache.recomputed] == [
+        ("train", "b", "code changed (mnist_models/architectures/dnn.py)"), ("report", "study", "new")]
+    assert compute_findings({}).cache is None
