@@ -148,13 +148,7 @@ def plot_gradient_norms(gradients: Mapping[str, pd.DataFrame]) -> Figure:
         )
         if (table["gradient_norm"] < 0).any():
             raise ValueError(f"{where}: gradient norms must be non-negative")
-        duplicated = table.duplicated(["epoch", "layer"])
-        if duplicated.any():
-            first = table[duplicated].iloc[0]
-            raise ValueError(
-                f"{where}: layer {first['layer']!r} appears more than once at epoch {first['epoch']}; "
-                "expected one row per (epoch, layer)"
-            )
+        _refuse_repeated_rows(table, ("epoch", "layer"), where)
         prepared[variant] = table
     if all((table["gradient_norm"] <= 0).all() for table in prepared.values()):
         raise ValueError("every gradient norm is zero; there is nothing to show on a logarithmic scale")
@@ -630,6 +624,16 @@ def _require_mapping(mapping: Mapping[str, pd.DataFrame], what: str, key_name: s
         raise ValueError(f"{what}: expected a non-empty dict of {key_name} -> DataFrame; got {type(mapping).__name__}")
 
 
+def _refuse_repeated_rows(table: pd.DataFrame, keys: Sequence[str], where: str) -> None:
+    """Raise ValueError naming the first row whose `keys` appear more than once (one row per key expected)."""
+    duplicated = table.duplicated(list(keys))
+    if duplicated.any():
+        first = table[duplicated].iloc[0]
+        named = ", ".join(f"{key} {first[key]!r}" if isinstance(first[key], str) else f"{key} {first[key]}"
+                          for key in keys)
+        raise ValueError(f"{where}: {named} appears more than once; expected one row per ({', '.join(keys)})")
+
+
 def _require_frame(frame: pd.DataFrame, columns: Sequence[str], where: str) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"{where}: expected a pandas DataFrame; got {type(frame).__name__}")
@@ -694,13 +698,7 @@ def _replicate_cells(replicates: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"{where}: learning rates must be positive (they are drawn on a log axis)")
     if (cells["seeds"] < 1).any():
         raise ValueError(f"{where}: column 'seeds' must be at least 1 in every row")
-    duplicated = cells.duplicated(["model", "learning_rate"])
-    if duplicated.any():
-        first = cells[duplicated].iloc[0]
-        raise ValueError(
-            f"{where}: model {first['model']!r} at learning rate {first['learning_rate']:g} appears more than once; "
-            "expected one row per (model, learning_rate)"
-        )
+    _refuse_repeated_rows(cells, ("model", "learning_rate"), where)
     low, high = cells["accuracy_mean_low"], cells["accuracy_mean_high"]
     if (low.isna() != high.isna()).any() or np.isinf(low).any() or np.isinf(high).any():
         raise ValueError(f"{where}: accuracy_mean_low and accuracy_mean_high must both be finite or both NaN")
@@ -823,11 +821,5 @@ def _layer_gradient_rows(gradients: pd.DataFrame, layer: str) -> pd.DataFrame:
         raise ValueError(f"{where}: gradient norms must be non-negative")
     if (table["gradient_norm"] == 0).all():
         raise ValueError(f"{where}: every gradient norm of layer {layer!r} is zero; there is nothing to compare")
-    duplicated = table.duplicated(["variant", "seed", "epoch"])
-    if duplicated.any():
-        first = table[duplicated].iloc[0]
-        raise ValueError(
-            f"{where}: variant {first['variant']!r}, seed {first['seed']} has more than one {layer!r} row at epoch "
-            f"{first['epoch']}; expected one row per (variant, seed, epoch, layer)"
-        )
+    _refuse_repeated_rows(table, ("variant", "seed", "epoch"), f"{where} ({layer!r} rows)")
     return table

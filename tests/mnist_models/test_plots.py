@@ -787,7 +787,7 @@ def test_gradient_norm_band_rejects_bad_input(seed_gradients):
         plots.plot_gradient_norm_band(seed_gradients, layer="conv_z")
     with pytest.raises(ValueError, match=r"missing columns \['variant'\]"):
         plots.plot_gradient_norm_band(seed_gradients.rename(columns={"variant": "model"}))
-    with pytest.raises(ValueError, match="more than one 'target_layer' row at epoch 1"):
+    with pytest.raises(ValueError, match=r"'target_layer' rows\): variant .* epoch 1 appears more than once"):
         plots.plot_gradient_norm_band(pd.concat([seed_gradients, seed_gradients.head(1)]))
     with pytest.raises(ValueError, match="non-negative"):
         plots.plot_gradient_norm_band(seed_gradients.assign(gradient_norm=-seed_gradients["gradient_norm"]))
