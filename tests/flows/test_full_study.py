@@ -306,6 +306,12 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
     assert "recomputed (code changed (mnist_models/architectures/convnet.py))" in completed.stdout + completed.stderr
 
     before = manifests(artifacts)
+    with open(copy / "tasks" / "training.py", "a") as source:  # the task wrapper is not part of a run's identity
+        source.write("\n# the wrapper's body changed\n")
+    completed = run("--artifacts-dir", str(artifacts))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert trained(before, manifests(artifacts)) == set() and recomputed(artifacts) == {}
+
     with open(copy / "mnist_models" / "report.py", "a") as source:
         source.write("\n# another comment\n")
     completed = run("--artifacts-dir", str(artifacts))

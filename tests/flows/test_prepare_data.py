@@ -124,6 +124,21 @@ def test_corrupted_mirror_file_fails_with_checksum_message_and_no_parquet(prefec
     assert not (artifacts / "data" / "mnist" / "raw" / CORRUPTED).exists()
 
 
+def test_the_data_flow_takes_the_artifacts_lock(prefect_harness, mnist_dir, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mnist_models.locking import artifacts_lock\n"
+         "with artifacts_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        state = prepare_data(DataConfig(artifacts_dir=tmp_path, mirrors=[str(mnist_dir)]), return_state=True)
+        assert state.is_failed() and "is in use by pid" in state.message
+        assert not (tmp_path / "data").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # --------------------------------------------------------------------------- command line
 
 
