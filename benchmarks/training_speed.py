@@ -45,7 +45,7 @@ import _common
 
 from flows._runtime import comma_separated
 
-TRAINING_TARGET = 0.7  # pipeline wall / plain-script wall
+TRAINING_TARGET = 0.5  # pipeline wall / plain-script wall (issue: half a plain script's time)
 CACHE_SUMMARY = re.compile(r"cache: (\d+) reused, (\d+) recomputed")
 CACHED_TARGET = 1.2  # cached rerun / trivial flow
 SOURCE_FOLDERS = ("mnist_models", "tasks", "flows")
@@ -406,7 +406,7 @@ Commands:
 The pipeline's wall time includes its own overheads (temporary Prefect server, data stage, worker
 processes, per-epoch recorder and TensorBoard callbacks, evaluation, tables, figures, report); the plain
 script does only Keras's fit with validation. Cached reruns fully Cached: {all_cached}. A cached rerun
-counts towards (b) only if it recomputed nothing (verify_idx, the checksum check, always runs) and the
+counts towards (b) only if its cache decisions say it recomputed nothing (`cache: N reused, 0 recomputed`) and the
 project's source did not change while it ran (the cache keys hash the code).
 
 ## Every measurement
