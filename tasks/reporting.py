@@ -1,4 +1,4 @@
-"""Tasks that turn evaluated runs into the study's tables, figures and report, and publish them to Prefect."""
+"""Tasks that build and write the study tables of the outputs registry, and publish tables and report to Prefect."""
 
 from __future__ import annotations
 
