@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from mnist_models.architectures import ARCHITECTURES, check_model_name
@@ -86,15 +87,33 @@ def training_decision(run: PlannedRun, layout: ArtifactsLayout, refresh: bool) -
     return decision("recomputed", key_change(spec_key(previous), spec_key(run.spec)) or "new")
 
 
+def recorded_manifests(layout: ArtifactsLayout) -> tuple[dict, ...]:
+    """Every readable manifest under the layout's runs folder (read once while the folder is unchanged)."""
+    runs_dir = layout.runs_dir
+    status = runs_dir.stat() if runs_dir.exists() else None
+    return _manifests_of(runs_dir, (status.st_mtime_ns, status.st_nlink) if status else None)
+
+
+@lru_cache(maxsize=16)
+def _manifests_of(runs_dir: Path, version: tuple[int, int] | None) -> tuple[dict, ...]:
+    """Run folders are replaced whole (renamed in), so the folder's modification time tells a change."""
+    manifests = []
+    for manifest_path in sorted(runs_dir.glob("*/manifest.json")):
+        try:
+            manifests.append(json.loads(manifest_path.read_text()))
+        except (OSError, ValueError):
+            continue  # a half-written folder: nothing to learn from
+    return tuple(manifests)
+
+
 def _previous_run(spec: RunSpec, layout: ArtifactsLayout) -> RunSpec | None:
     """The spec of the latest run of the same model, learning rate and data set under the layout."""
     candidates = []
-    for manifest_path in layout.runs_dir.glob("*/manifest.json"):
+    for manifest in recorded_manifests(layout):
         try:
-            manifest = json.loads(manifest_path.read_text())
             earlier = RunSpec.model_validate(manifest["parameters"])
-        except (OSError, ValueError, KeyError):
-            continue  # a folder of an older layout or a half-written one: nothing to compare with
+        except (ValueError, KeyError):
+            continue  # a folder of an older layout: nothing to compare with
         if (earlier.model, earlier.learning_rate, earlier.dataset) == (spec.model, spec.learning_rate, spec.dataset):
             candidates.append((manifest.get("created_at", ""), earlier))
     return max(candidates, key=lambda item: item[0])[1] if candidates else None
@@ -103,12 +122,10 @@ def _previous_run(spec: RunSpec, layout: ArtifactsLayout) -> RunSpec | None:
 def measured_epoch_costs(layout: ArtifactsLayout) -> dict[str, float]:
     """Seconds per epoch per 1,000 training images of each model, the median over this machine's manifests."""
     samples: dict[str, list[float]] = {}
-    for manifest_path in layout.runs_dir.glob("*/manifest.json"):
+    for manifest in recorded_manifests(layout):
         try:
-            manifest = json.loads(manifest_path.read_text())
-            per_epoch = manifest["epoch_seconds"]
-            per_thousand = [seconds / manifest["train_images"] * 1000 for seconds in per_epoch]
-        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            per_thousand = [seconds / manifest["train_images"] * 1000 for seconds in manifest["epoch_seconds"]]
+        except (KeyError, TypeError, ZeroDivisionError):
             continue  # manifests of older runs hold no per-epoch times
         samples.setdefault(manifest["parameters"]["model"], []).extend(per_thousand)
     return {model: float(sorted(values)[len(values) // 2]) for model, values in samples.items() if values}
@@ -178,10 +195,10 @@ class Capacity:
 def machine_capacity(layout: ArtifactsLayout | None = None) -> Capacity:
     """This machine's cores and available memory; a run's peak from earlier manifests, else a default."""
     peaks = []
-    for manifest_path in (layout.runs_dir.glob("*/manifest.json") if layout else ()):
+    for manifest in (recorded_manifests(layout) if layout else ()):
         try:
-            peaks.append(float(json.loads(manifest_path.read_text())["peak_memory_mb"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            peaks.append(float(manifest["peak_memory_mb"]))
+        except (KeyError, TypeError, ValueError):
             continue
     return Capacity(cores=os.cpu_count() or 1, available_mb=_available_memory_mb(),
                     run_mb=max(peaks) * 1.25 if peaks else DEFAULT_RUN_MEMORY_MB)

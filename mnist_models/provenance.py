@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mnist_models.io import sha256_file, write_text
+from mnist_models.io import file_sha256, write_text
 from mnist_models.records import Record
 
 PROJECT_PACKAGES = ("mnist_models", "tasks", "flows")
@@ -94,20 +94,15 @@ def code_closure(*modules: str) -> dict[str, str]:
     files = {}
     for module, path in _closure(tuple(sorted(modules))):
         relative = path.relative_to(_package_parent(module.split(".")[0]))
-        files[relative.as_posix()] = _file_hash(path, path.stat().st_mtime_ns, path.stat().st_size)
+        files[relative.as_posix()] = file_sha256(path)
     return files
-
-
-@lru_cache(maxsize=None)
-def _file_hash(path: Path, mtime_ns: int, size: int) -> str:
-    return sha256_file(path)
 
 
 def package_files(package: str, *patterns: str) -> dict[str, str]:
     """Relative path -> SHA-256 of a package's data files (templates, style sheets) matching the patterns."""
     parent = _package_parent(package.split(".")[0])
     directory = parent.joinpath(*package.split("."))
-    return {path.relative_to(parent).as_posix(): sha256_file(path)
+    return {path.relative_to(parent).as_posix(): file_sha256(path)
             for pattern in patterns for path in sorted(directory.glob(pattern))}
 
 
@@ -169,7 +164,7 @@ def outputs_problem(outputs: Mapping[str, str], root: Path) -> str | None:
         path = root / relative
         if not path.exists():
             missing.append(relative)
-        elif _file_hash(path, path.stat().st_mtime_ns, path.stat().st_size) != expected:
+        elif file_sha256(path) != expected:
             modified.append(relative)
     parts = []
     if missing:
@@ -235,7 +230,7 @@ class StageStore:
         for output in outputs:
             path = Path(output)
             relative = path.relative_to(self.root) if path.is_absolute() else path
-            hashes[relative.as_posix()] = sha256_file(self.root / relative)
+            hashes[relative.as_posix()] = file_sha256(self.root / relative)
         record = StageRecord(stage=stage, item=item, key=key, outputs=hashes, result=result)
         write_text(self._path(stage, item), record.to_json())
         return record

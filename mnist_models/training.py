@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_models import data as data_lib
-from mnist_models.io import atomic_directory, sha256_file, write_json
+from mnist_models.io import atomic_directory, file_sha256, write_json
 from mnist_models.isolation import peak_memory_mb
 from mnist_models.layout import RunFolder
 from mnist_models.records import RunSpec, TrainedRun
@@ -52,7 +52,7 @@ def folder_hashes(folder: RunFolder) -> dict[str, str]:
     """SHA-256 of every file of a run folder that training wrote (tensorboard's files one by one)."""
     names = [path for path in sorted(folder.path.rglob("*"))
              if path.is_file() and path != folder.manifest and path != folder.predictions]
-    return {path.relative_to(folder.path).as_posix(): sha256_file(path) for path in names}
+    return {path.relative_to(folder.path).as_posix(): file_sha256(path) for path in names}
 
 
 def trained_run(spec: RunSpec, manifest: dict) -> TrainedRun:

@@ -12,7 +12,7 @@ from mnist_models import nightly, outputs, replicates, tables
 from mnist_models.evaluation import correct_vector, representative_runs, sweep_runs
 from mnist_models.io import atomic_path
 from mnist_models.layout import ArtifactsLayout
-from mnist_models.records import ChampionDecision, StudyResult
+from mnist_models.records import ChampionDecision
 
 # The history table's gate columns, as the outputs registry declares them.
 GATE_COLUMNS = [column for column in outputs.TABLES["history"].columns if column not in nightly.HISTORY_COLUMNS]
@@ -33,7 +33,7 @@ def _champion_predictions(layout: ArtifactsLayout, model: str):
 
 
 @task
-def gate_champions(result: StudyResult, layout: ArtifactsLayout, date: str, flow_run_id: str, tolerance: float,
+def gate_champions(layout: ArtifactsLayout, date: str, flow_run_id: str, tolerance: float,
                    alpha: float) -> list[ChampionDecision]:
     """Per model, test tonight's representative run against its champion on the same test images; promote,
     keep or fail; write tonight's history rows with each decision; publish the decisions."""
@@ -45,12 +45,13 @@ def gate_champions(result: StudyResult, layout: ArtifactsLayout, date: str, flow
     rows = nightly.history_rows(summary, pd.Timestamp(date).date(), flow_run_id)
     for column in GATE_COLUMNS:
         rows[column] = None
-    decisions = []
+    decisions, by_id = [], summary.set_index("run_id")
     for model, run_id in representative_runs(summary).items():
         folder = layout.run(run_id)
         champion = nightly.read_champion(layout.champions_dir, model)
         stored = _champion_predictions(layout, model)
-        rate = float(summary.set_index("run_id").loc[run_id, "learning_rate"])
+        run = by_id.loc[run_id]
+        rate = float(run["learning_rate"])
         history = [] if past is None else past.loc[
             (past["model"] == model) & (past["learning_rate"] == rate), "accuracy"].tolist()
         decision = replicates.gate(model, correct_vector(folder.predictions),
@@ -59,7 +60,7 @@ def gate_champions(result: StudyResult, layout: ArtifactsLayout, date: str, flow
         if decision.promoted:
             nightly.promote(layout.champions_dir, model, folder.model, folder.manifest, {
                 "accuracy": decision.accuracy, "run_id": run_id, "learning_rate": rate,
-                "seed": int(summary.set_index("run_id").loc[run_id, "seed"])})
+                "seed": int(run["seed"])})
             with atomic_path(stored) as temporary:
                 shutil.copyfile(folder.predictions, temporary)
         logger.info(decision.message)

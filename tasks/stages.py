@@ -13,6 +13,7 @@ from prefect import get_run_logger
 from mnist_models import outputs, tables
 from mnist_models.config import StudyConfig
 from mnist_models.evaluation import StudyRuns
+from mnist_models.io import file_sha256
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, Decision, StageKey, code_closure,
                                      digest, library_versions, package_files)
@@ -99,7 +100,8 @@ def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLay
     table_names = ["dataset_facts", *table_paths, *(["history"] if config.nightly else [])]
     report_inputs = [*(layout.table(name)["parquet"] for name in table_names), *figure_paths.values()]
     report_key = StageKey(parameters={"settings": config.report_settings(), "tables": table_names},
-                          inputs={layout.relative(path).as_posix(): _hash(path) for path in report_inputs},
+                          inputs={layout.relative(path).as_posix(): file_sha256(path) if path.exists() else "missing"
+                                  for path in report_inputs},
                           code={**code_closure("tasks.report"),
                                 **package_files("mnist_models", "templates/*.j2", "report.css")})
     report_paths = ledger.stage(
@@ -119,11 +121,6 @@ def _written(layout: ArtifactsLayout, paths: dict, files_of) -> tuple[dict, list
     return ({name: layout.relative(path) for name, path in paths.items()},
             [file for path in paths.values() for file in files_of(path)])
 
-
-def _hash(path) -> str:
-    from mnist_models.io import sha256_file
-
-    return sha256_file(path) if path.exists() else "missing"
 
 
 def publish(layout: ArtifactsLayout, ledger: Ledger) -> None:
