@@ -140,7 +140,7 @@ def full_study(config: StudyConfig = StudyConfig()) -> StudyResult:
     today = datetime.now(timezone.utc).date()
     config = config.resolved(today)
     layout = ArtifactsLayout.at(ensure_writable_directory(config.artifacts_dir))
-    ledger = Ledger(StageStore(layout.root), frozenset(config.refresh), get_run_logger().info)
+    ledger = Ledger(StageStore(layout), frozenset(config.refresh), get_run_logger().info)
     with artifacts_lock(layout.root):
         for leftover in remove_stale_temporaries(layout.root):
             get_run_logger().info(f"removed {leftover}, left by a run that was killed")

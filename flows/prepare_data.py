@@ -79,7 +79,7 @@ def prepare(config: DataConfig, layout: ArtifactsLayout, ledger: Ledger) -> Prep
 def prepare_data(config: DataConfig = DataConfig()) -> PreparedData:
     """Download and verify the four IDX files, then write Parquet splits, facts and figure 1.1."""
     layout = ArtifactsLayout.at(config.artifacts_dir)
-    ledger = Ledger(StageStore(layout.root), frozenset(config.refresh), get_run_logger().info)
+    ledger = Ledger(StageStore(layout), frozenset(config.refresh), get_run_logger().info)
     with artifacts_lock(layout.root):
         remove_stale_temporaries(layout.root)
         try:

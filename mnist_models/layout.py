@@ -126,6 +126,11 @@ class ArtifactsLayout:
     def cache_dir(self) -> Path:
         return self.root / ".cache"
 
+    @property
+    def stages_dir(self) -> Path:
+        """Where each stage's JSON record lives (mnist_models.provenance.StageStore)."""
+        return self.cache_dir / "stages"
+
     def data(self, dataset: str) -> DataFolder:
         return DataFolder(self.data_dir / dataset)
 

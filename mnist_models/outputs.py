@@ -260,11 +260,6 @@ DATA_FIGURES = ("first_25_images",)  # drawn by the data stage
 NIGHTLY_FIGURES = ("history",)  # drawn by the nightly stage
 
 
-def expected_figures(inputs: FigureInputs) -> list[str]:
-    """The file stems of every study figure these runs produce."""
-    return [name for spec in FIGURES.values() for name in spec.instances(inputs)]
-
-
 def draw_figures(inputs: FigureInputs) -> Iterator[tuple[str, "Figure"]]:
     """Draw every figure that applies, one at a time: (name, Figure); the caller saves and closes each."""
     for spec in FIGURES.values():

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mnist_models.io import file_sha256, write_text
+from mnist_models.layout import ArtifactsLayout
 from mnist_models.records import Record
 
 PROJECT_PACKAGES = ("mnist_models", "tasks", "flows")
@@ -209,9 +210,9 @@ def decide(stage: str, item: str, key: StageKey, previous: StageRecord | None, r
 class StageStore:
     """The stage records of one artifacts root, one JSON file per stage and item."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.directory = self.root / ".cache" / "stages"
+    def __init__(self, layout: ArtifactsLayout) -> None:
+        self.root = layout.root
+        self.directory = layout.stages_dir
 
     def _path(self, stage: str, item: str) -> Path:
         return self.directory / stage / f"{item}.json"

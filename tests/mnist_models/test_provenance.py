@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import (Decision, StageKey, StageRecord, StageStore, code_closure, decide, digest,
                                      key_change, library_versions)
 
@@ -34,7 +35,7 @@ def test_key_changes_are_named():
 
 
 def test_store_decide_and_tamper(tmp_path):
-    store = StageStore(tmp_path)
+    store = StageStore(ArtifactsLayout.at(tmp_path))
     (tmp_path / "tables").mkdir()
     output = tmp_path / "tables" / "summary.csv"
     output.write_text("a,b\n1,2\n")
@@ -56,11 +57,11 @@ def test_store_decide_and_tamper(tmp_path):
     moved = tmp_path.parent / (tmp_path.name + "-moved")
     tmp_path.rename(moved)
     (moved / "tables" / "summary.csv").write_text("a,b\n1,2\n")
-    assert decide("tables", "study", key, StageStore(moved).load("tables", "study"), moved, False).action == "reused"
+    assert decide("tables", "study", key, StageStore(ArtifactsLayout.at(moved)).load("tables", "study"), moved, False).action == "reused"
 
 
 def test_an_unreadable_record_means_recompute(tmp_path):
-    store = StageStore(tmp_path)
+    store = StageStore(ArtifactsLayout.at(tmp_path))
     store._path("report", "study").parent.mkdir(parents=True)
     store._path("report", "study").write_text("{not json")
     assert store.load("report", "study") is None

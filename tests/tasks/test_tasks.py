@@ -88,7 +88,7 @@ def test_tables_figures_and_report_from_the_registry(one_study):
 
 
 def test_the_ledger_reuses_a_stage_until_its_output_changes(tmp_path):
-    ledger = Ledger(StageStore(tmp_path), log=lambda line: None)
+    ledger = Ledger(StageStore(ArtifactsLayout.at(tmp_path)), log=lambda line: None)
     target = tmp_path / "out.txt"
     calls = []
 
