@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from mnist_models.config import DataConfig, StudyConfig, format_validation_error
+from mnist_models.config import DataConfig, StudyConfig
 from mnist_models.datasets import get_dataset
 from mnist_models.download import MirrorsExhaustedError, normalize_mirror
 from mnist_models.io import DiskFullError, ensure_writable_directory
@@ -141,10 +141,7 @@ def parse_config(config_type: type[ConfigT], description: str, argv: list[str] |
                if value is not None}
     if options.get("refresh") == []:  # a bare --refresh: every stage
         options["refresh"] = "all"
-    try:
-        config = config_type.model_validate(options)
-    except ValidationError as error:
-        raise ValueError(format_validation_error(error)) from None
+    config = config_type.validated(**options)
     for mirror in resolve_mirrors(config.dataset, list(config.mirrors or ())):
         normalize_mirror(mirror)
     layout = ArtifactsLayout.at(ensure_writable_directory(config.artifacts_dir))

@@ -47,6 +47,14 @@ class DataConfig(BaseModel):
         (), description=f"recompute these stages whatever the cache says: any of {', '.join(STAGES)} "
         "(no name, `all` or true: every stage)", json_schema_extra={"nargs": "*", "metavar": "STAGE"})
 
+    @classmethod
+    def validated(cls, **values: object):
+        """The configuration from these values, or one ValueError naming each bad parameter as the user spelled it."""
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise ValueError(format_validation_error(error)) from None
+
     @field_validator("refresh", mode="before")
     @classmethod
     def _refresh_stages(cls, value: Any) -> Any:
@@ -118,10 +126,7 @@ class StudyConfig(DataConfig):
     @classmethod
     def for_profile(cls, profile: str = "full", **overrides: object) -> "StudyConfig":
         """Build the named profile with overrides, or raise one ValueError naming each bad parameter."""
-        try:
-            return cls(profile=profile, **overrides)
-        except ValidationError as error:
-            raise ValueError(format_validation_error(error)) from None
+        return cls.validated(profile=profile, **overrides)
 
     def resolved(self, today: dt.date) -> "StudyConfig":
         """This configuration with its seed decided (a nightly run's comes from the date) and an absolute root."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
+from pydantic_core import to_jsonable_python
 
 from mnist_models import outputs, tables
 from mnist_models.provenance import Decision, StageKey, StageStore, decide
@@ -57,7 +58,7 @@ class Ledger:
         if decision.action == "reused":
             return load(stored)
         result, outputs = compute()
-        stored = _jsonable(result)
+        stored = to_jsonable_python(result)  # records dumped, paths as text, containers walked
         self.save(stage, item, key, outputs, stored)
         return load(stored)
 
@@ -79,16 +80,3 @@ def write_decisions(ledger: Ledger, tables_dir: Path) -> pd.DataFrame:
     decisions = decisions_table(ledger)
     tables.write_table(decisions, tables_dir, "cache_decisions")
     return decisions
-
-
-def _jsonable(value: Any) -> Any:
-    """A stage's result as JSON data: records dumped, paths as text, containers walked."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, Path):
-        return value.as_posix()
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    return value
