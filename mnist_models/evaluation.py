@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from mnist_models import data as data_lib
-from mnist_models.io import atomic_path
+from mnist_models import prediction
 from mnist_models.layout import ArtifactsLayout, RunFolder
 from mnist_models.records import ROLES, ClassMetrics, EvaluatedRun, Role, Scores
 
@@ -25,21 +25,28 @@ STUDY_TABLE_5_1 = {
 
 
 def evaluate_run(folder: RunFolder, test_path: str | os.PathLike[str], seed: int = 0,
-                 log: Callable[[str], None] = print) -> Scores:
-    """Score a run's saved model on the test split, keep its predictions, return every metric."""
+                 log: Callable[[str], None] = print, stamp: Mapping[str, str] | None = None) -> Scores:
+    """Score a run's saved model on the test split, keep its predictions (stamped), return every metric."""
     import keras
-
-    from mnist_models import metrics
 
     if not folder.model.exists():
         raise FileNotFoundError(f"{folder.model} does not exist; train the run first")
     model = keras.saving.load_model(folder.model)  # safe_mode stays on: no arbitrary code from the file
     test = data_lib.load_split(test_path)
-    probabilities = model.predict(test.images, batch_size=1000, verbose=0)
-    frame = metrics.predictions_frame(test.labels, probabilities)
-    with atomic_path(folder.predictions) as temporary:
-        frame.to_parquet(temporary, index=False)
-    labels, probabilities = metrics.probabilities_from_frame(frame)
+    prediction.write_predictions(folder.predictions, test.labels, prediction.predict(model, test.images), stamp or {})
+    return scores_from_predictions(folder, seed)
+
+
+def stored_scores(folder: RunFolder, stamp: Mapping[str, str], seed: int = 0) -> Scores | None:
+    """Scores from the run's kept predictions if they were made from exactly what `stamp` names, else None."""
+    return scores_from_predictions(folder, seed) if prediction.stamp_matches(folder.predictions, stamp) else None
+
+
+def scores_from_predictions(folder: RunFolder, seed: int = 0) -> Scores:
+    """Every metric of the run's kept predictions."""
+    from mnist_models import metrics
+
+    labels, probabilities = metrics.probabilities_from_frame(pd.read_parquet(folder.predictions))
     return scores_of(labels, probabilities, seed=seed)
 
 

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+from mnist_models.prediction import (  # noqa: F401 - predictions_frame and probabilities_from_frame re-exported
+    NUM_CLASSES,
+    predictions_frame,
+    probabilities_from_frame,
+)
+from mnist_models.prediction import validate_predictions as _validate_predictions
 from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
@@ -19,16 +25,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-NUM_CLASSES = 10
 
 # Keras clips probabilities to [epsilon, 1 - epsilon] before taking the log.
 _KERAS_EPSILON = 1e-7
-# Softmax outputs in float32 sum to 1 within ~1e-6; anything further off is not a probability row.
-_ROW_SUM_TOLERANCE = 1e-3
 # Upper bound on the number of indices drawn at once by the bootstrap (about 8 MB of int64).
 _BOOTSTRAP_CHUNK_ELEMENTS = 1 << 20
 
-_PROBABILITY_COLUMNS = [f"prob_{digit}" for digit in range(NUM_CLASSES)]
 _METRIC_COLUMNS = ["precision", "recall", "f1", "roc_auc", "average_precision"]
 _SIGNIFICANCE_COLUMNS = [
     "model_a",
@@ -67,35 +69,6 @@ class McNemarResult:
     statistic: float
     p_value: float
     method: str
-
-
-def predictions_frame(labels: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
-    """Tabulate labels, argmax predictions and class probabilities as `label`, `predicted`, `prob_0`..`prob_9`."""
-    labels, probabilities = _validate_predictions(labels, probabilities)
-    frame = pd.DataFrame(
-        {
-            "label": labels.astype(np.uint8),
-            "predicted": probabilities.argmax(axis=1).astype(np.uint8),
-        }
-    )
-    probability_frame = pd.DataFrame(probabilities.astype(np.float32), columns=_PROBABILITY_COLUMNS)
-    return pd.concat([frame, probability_frame], axis=1)
-
-
-def probabilities_from_frame(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Recover (labels, probabilities of shape (n, 10)) from a frame made by `predictions_frame`."""
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"expected a pandas DataFrame from predictions_frame, got {type(frame).__name__}")
-    missing = [column for column in ["label", *_PROBABILITY_COLUMNS] if column not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"predictions frame lacks columns {missing}; expected 'label' and 'prob_0'..'prob_9' "
-            f"as written by predictions_frame, got {list(frame.columns)}"
-        )
-    labels = frame["label"].to_numpy()
-    probabilities = frame[_PROBABILITY_COLUMNS].to_numpy(dtype=np.float32)
-    labels, probabilities = _validate_predictions(labels, probabilities)
-    return labels.astype(np.uint8), probabilities.astype(np.float32)
 
 
 def evaluate_predictions(
@@ -295,42 +268,3 @@ def _as_correct_vector(values: np.ndarray, name: str) -> np.ndarray:
             f"got dtype {array.dtype} with shape {array.shape}"
         )
     return array
-
-
-def _validate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities)
-    if labels.ndim != 1:
-        hint = "; pass labels.argmax(axis=1) for one-hot labels" if labels.ndim == 2 else ""
-        raise ValueError(f"labels must be a 1-D vector of class indices, got shape {labels.shape}{hint}")
-    if labels.size == 0:
-        raise ValueError("labels is empty; expected at least one test image")
-    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
-        raise ValueError(f"labels must be integer class indices 0..{NUM_CLASSES - 1}, got dtype {labels.dtype}")
-    if np.issubdtype(labels.dtype, np.floating) and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
-        raise ValueError(f"labels must be whole numbers 0..{NUM_CLASSES - 1}, got non-integer values")
-    out_of_range = (labels < 0) | (labels >= NUM_CLASSES)
-    if out_of_range.any():
-        bad = np.unique(labels[out_of_range])[:5].tolist()
-        raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1}, got {bad} at {int(out_of_range.sum())} positions")
-    if probabilities.ndim != 2 or probabilities.shape[1] != NUM_CLASSES:
-        raise ValueError(
-            f"probabilities must have shape (n, {NUM_CLASSES}) with one column per digit, got {probabilities.shape}"
-        )
-    if probabilities.shape[0] != labels.size:
-        raise ValueError(
-            f"labels has {labels.size} entries but probabilities has {probabilities.shape[0]} rows; "
-            "expected one probability row per label"
-        )
-    if not np.issubdtype(probabilities.dtype, np.number) or np.issubdtype(probabilities.dtype, np.complexfloating):
-        raise ValueError(f"probabilities must be real numbers, got dtype {probabilities.dtype}")
-    probabilities = probabilities.astype(np.float64)
-    if not np.all(np.isfinite(probabilities)) or probabilities.min() < 0.0 or probabilities.max() > 1.0:
-        raise ValueError("probabilities must be finite values in [0, 1] (softmax outputs, not logits)")
-    row_sums = probabilities.sum(axis=1)
-    worst = int(np.argmax(np.abs(row_sums - 1.0)))
-    if abs(row_sums[worst] - 1.0) > _ROW_SUM_TOLERANCE:
-        raise ValueError(
-            f"each probability row must sum to 1 (softmax outputs); row {worst} sums to {row_sums[worst]:.6g}"
-        )
-    return labels.astype(np.int64), probabilities

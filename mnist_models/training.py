@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_models import data as data_lib
+from mnist_models.feeding import Feeder
 from mnist_models.io import atomic_directory, file_sha256, write_json
 from mnist_models.isolation import peak_memory_mb
 from mnist_models.layout import RunFolder
@@ -32,8 +33,10 @@ HISTOGRAM_BINS = 40
 GRADIENT_BATCH = 256
 VALIDATION_BATCH = 1000  # validation's batch size changes no trained weight, only the cost of scoring
 # Training steps per call into TensorFlow: the same steps, fewer round trips from Python (measured in
-# benchmarks/results/training_levers.md: dnn 0.56x, resnet 0.88x, convnet unchanged per epoch).
+# benchmarks/results/training_levers.md: dnn 0.47x, convnet 0.81x, resnet 0.90x per epoch).
 STEPS_PER_EXECUTION = 16
+# Called with a finished run's folder (before it is published), the model, the test split and the log.
+AfterRun = Callable[[RunFolder, object, data_lib.Split, Callable[[str], None]], None]
 
 
 def read_manifest(folder: RunFolder) -> dict | None:
@@ -198,12 +201,14 @@ def train_run(spec: RunSpec, train_path: str | os.PathLike[str], test_path: str 
 
 def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test_path: str | os.PathLike[str],
                   folders: dict[str, RunFolder], *, threads: int | None = None, resume: bool = True,
-                  log: Callable[[str], None] = print) -> list[TrainedRun]:
+                  after_run: AfterRun | None = None, log: Callable[[str], None] = print) -> list[TrainedRun]:
     """Train one lineage (specs equal but for their epochs) once, writing each spec's run folder at its epoch.
 
     Training resumes from the furthest finished run or checkpoint of the lineage, so a longer run
     continues a shorter one and a killed run resumes at its last epoch. Each epoch's data order is a
     function of (seed, epoch) alone, which makes continuing the same as training straight through.
+    `after_run(folder, model, test, log)` is called for each run before its folder is published, with
+    the model in memory (the flow keeps the test-split predictions this way: prediction.KeepPredictions).
     """
     specs = sorted(specs, key=lambda spec: spec.epochs)
     if len({spec.lineage for spec in specs}) != 1:
@@ -228,18 +233,21 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
     try:
         model, state = _begin(spec, start, live, probe_rows, train, log)
         recorder = _Recorder(model, (train.images[probe_rows], train.labels[probe_rows]))
+        feed = Feeder(train.images, train.labels)
+        validation = Feeder(test.images, test.labels).batches(VALIDATION_BATCH)
         if start is None:
             state.gradients, state.histograms = recorder.gradients(0), recorder.histogram(0)
         state.save(model, live)
         trained, began, started_unix = [], time.perf_counter(), time.time()
         for target in specs:
             while state.epoch < target.epochs:
-                _train_epoch(model, recorder, state, target, specs[-1].epochs, train, test, live, log)
+                _train_epoch(model, recorder, state, target, specs[-1].epochs, feed, validation, live, log)
                 state.save(model, live)
                 if state.epoch < specs[-1].epochs and state.epoch not in {other.epochs for other in specs}:
                     _checkpoint(live, state.epoch, checkpoints)
             trained.append(_materialize(target, model, state, live, folders[target.run_id], start, len(train),
-                                        len(test), threads, time.perf_counter() - began, started_unix))
+                                        test, threads, time.perf_counter() - began, started_unix,
+                                        after_run, log))
     finally:
         shutil.rmtree(live.path, ignore_errors=True)
     _prune_checkpoints(checkpoints, keep_after=specs[-1].epochs)  # done: its run folders are the saved states
@@ -264,17 +272,16 @@ def _begin(spec: RunSpec, start: Start | None, live: RunFolder, probe_rows, trai
     return model, _State(0, [], [], [])
 
 
-def _train_epoch(model, recorder: _Recorder, state: _State, spec: RunSpec, last_epoch: int, train, test,
-                 live: RunFolder, log: Callable[[str], None]) -> None:
+def _train_epoch(model, recorder: _Recorder, state: _State, spec: RunSpec, last_epoch: int, feed: Feeder,
+                 validation, live: RunFolder, log: Callable[[str], None]) -> None:
     """One epoch in the lineage's fixed data order, then its records and one progress line."""
     import keras
 
-    order = np.random.default_rng([spec.seed, state.epoch]).permutation(len(train))
+    order = np.random.default_rng([spec.seed, state.epoch]).permutation(feed.rows)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(live.tensorboard), histogram_freq=1)
     began = time.perf_counter()
-    fit = model.fit(train.images[order], train.labels[order], batch_size=spec.batch_size, epochs=state.epoch + 1,
-                    initial_epoch=state.epoch, shuffle=False, validation_data=(test.images, test.labels),
-                    validation_batch_size=VALIDATION_BATCH, callbacks=[tensorboard], verbose=0)
+    fit = model.fit(feed.batches(spec.batch_size, order), epochs=state.epoch + 1, initial_epoch=state.epoch,
+                    shuffle=False, validation_data=validation, callbacks=[tensorboard], verbose=0)
     seconds = time.perf_counter() - began
     state.epoch += 1
     row = {"epoch": state.epoch, **{key: float(fit.history[key][-1]) for key in HISTORY_COLUMNS[1:5]},
@@ -305,8 +312,8 @@ def _prune_checkpoints(checkpoints: Path, keep_after: int, keep_latest: bool = F
 
 
 def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: RunFolder, start: Start | None,
-                 train_images: int, test_images: int, threads: int | None, wall_seconds: float,
-                 started_unix: float) -> TrainedRun:
+                 train_images: int, test: data_lib.Split, threads: int | None, wall_seconds: float,
+                 started_unix: float, after_run: AfterRun | None, log: Callable[[str], None]) -> TrainedRun:
     """Write `spec`'s complete run folder from the live state (atomically, the manifest last)."""
     import keras
     import tensorflow as tf
@@ -326,7 +333,7 @@ def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: R
             "code_hash": spec.code_hash,
             "code_files": dict(spec.code_files),
             "train_images": train_images,
-            "test_images": test_images,
+            "test_images": len(test),
             "trainable_parameters": int(model.count_params()),
             "threads": threads,
             "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
@@ -341,5 +348,7 @@ def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: R
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         manifest["file_hashes"] = folder_hashes(work)
+        if after_run is not None:
+            after_run(work, model, test, lambda line: log(f"{folder.run_id}: {line}"))
         write_json(work.manifest, manifest)  # last: a folder without it is never trusted
     return trained_run(spec, manifest)

@@ -1,4 +1,9 @@
-"""Evaluation task: score a trained run on the test split (in a child process) and keep its predictions."""
+"""Evaluation task: score a trained run on the test split and keep its predictions.
+
+Training predicts the test split of every run it finishes; the scores are then computed from those
+predictions here, without a TensorFlow process. Predictions that are missing, or stamped with another
+model file, test split, prediction code or library version, are made again in a child process.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,15 @@ from mnist_models import evaluation as evaluation_lib
 from mnist_models.isolation import run_isolated
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.placement import slot_environment
+from mnist_models.provenance import TRAINING_LIBRARIES, code_closure, digest, library_versions
 from mnist_models.records import PreparedData, Scores, TrainedRun
+from mnist_models.training import read_manifest
+
+
+def prediction_stamp(data: PreparedData) -> dict[str, str]:
+    """What a run's predictions depend on besides its model file: the test split, the code, the libraries."""
+    return {"test": data.test_hash, "code": digest(code_closure("mnist_models.prediction")),
+            "versions": digest(library_versions(TRAINING_LIBRARIES))}
 
 
 @task(task_run_name="evaluate {trained.spec.model} lr={trained.spec.learning_rate} e={trained.spec.epochs}",
@@ -16,8 +29,14 @@ from mnist_models.records import PreparedData, Scores, TrainedRun
 def evaluate_model(trained: TrainedRun, data: PreparedData, layout: ArtifactsLayout, gpu: int | None = None) -> Scores:
     """Score a trained run on the test split; write predictions.parquet into its folder; return its scores."""
     logger = get_run_logger()
-    scores = run_isolated(evaluation_lib.evaluate_run, layout.run(trained.spec.run_id), layout.absolute(data.test),
-                          log=logger.info, environment=slot_environment(gpu))
+    folder = layout.run(trained.spec.run_id)
+    manifest = read_manifest(folder) or {}
+    stamp = {**prediction_stamp(data), "model": manifest.get("file_hashes", {}).get("model.keras", "")}
+    scores, source = evaluation_lib.stored_scores(folder, stamp), "predictions kept by training"
+    if scores is None:
+        scores = run_isolated(evaluation_lib.evaluate_run, folder, layout.absolute(data.test), stamp=stamp,
+                              log=logger.info, environment=slot_environment(gpu))
+        source = "predicted from model.keras"
     logger.info(f"{trained.spec.run_id}: test accuracy {scores.accuracy:.4f} "
-                f"[{scores.accuracy_low:.4f}, {scores.accuracy_high:.4f}], MAP {scores.map:.4f}")
+                f"[{scores.accuracy_low:.4f}, {scores.accuracy_high:.4f}], MAP {scores.map:.4f} ({source})")
     return scores

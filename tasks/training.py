@@ -9,7 +9,9 @@ from mnist_models.isolation import run_isolated
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import run_lock
 from mnist_models.placement import slot_environment
+from mnist_models.prediction import KeepPredictions
 from mnist_models.records import PreparedData, RunSpec, TrainedRun
+from tasks.evaluation import prediction_stamp
 
 
 @task(task_run_name="train {specs[0].model} lr={specs[0].learning_rate} s={specs[0].seed}", retries=1,
@@ -34,7 +36,7 @@ def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayou
         return run_isolated(
             training_lib.train_lineage, specs, layout.absolute(data.train), layout.absolute(data.test),
             {spec.run_id: layout.run(spec.run_id) for spec in specs}, threads=threads, resume=resume,
-            log=logger.info, environment=slot_environment(gpu),
+            after_run=KeepPredictions(prediction_stamp(data)), log=logger.info, environment=slot_environment(gpu),
             on_start=lambda pid: logger.info(
                 f"{specs[-1].run_id}: training {specs[0].model} at learning rate {specs[0].learning_rate:g} to "
                 f"epoch(s) {epochs} on {threads or 'all'} thread(s){'' if gpu is None else f' and GPU {gpu}'}, "

@@ -319,6 +319,19 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
     assert trained(before, manifests(artifacts)) == set()
     assert recomputed(artifacts) == {"report study": "code changed (mnist_models/report.py)"}
 
+    # How predictions are made shapes evaluations, not trainings: kept predictions are made again.
+    with open(copy / "mnist_models" / "prediction.py", "a") as source:
+        source.write("\n# predictions made another way\n")
+    completed = run("--artifacts-dir", str(artifacts))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert trained(before, manifests(artifacts)) == set()
+    changed = recomputed(artifacts)
+    planned = pd.read_parquet(artifacts / "tables" / "summary.parquet")["run_id"].tolist()
+    assert sorted(key for key in changed if key.startswith("evaluate ")) == sorted(f"evaluate {run}" for run in planned)
+    assert set(changed.values()) == {"code changed (mnist_models/prediction.py)"}  # and stages importing it
+    output = completed.stdout + completed.stderr
+    assert output.count("(predicted from model.keras)") == len(planned) == 2 and "kept by training" not in output
+
 
 def test_a_crashed_run_does_not_lose_the_others(project_copy, tmp_path):
     copy, run = project_copy
