@@ -10,6 +10,8 @@ Measured in the same run, each loader in a fresh process (one warm-up call, then
 that no loader inherits another's heap or allocator state, in several passes over all loaders, so that
 other work on the machine slows all of them alike:
        - lower bound: `np.load` of an uncompressed .npy holding the same float32 array (a 188 MB copy);
+       - `load_split`'s other path, Arrow's decoder (what it falls back to for layouts its page reader,
+         mnist_models/pages.py, declines), on the same file;
        - baseline: decoding the raw gzip IDX file and normalizing it (loading without the Parquet stage);
        - other layouts of the same table, read by the same `load_split`: the previous layout (zstd,
          dictionary pages, one row group, nullable items) and the chosen layout with one setting changed;
@@ -47,6 +49,7 @@ LABELS_FILE = "train-labels-idx1-ubyte.gz"
 CHOSEN = "load_split, chosen layout (write_split_parquet)"
 LOWER_BOUND = "np.load .npy (lower bound)"
 IDX_BASELINE = "gzip IDX + normalize (baseline)"
+ARROW_PATH = "load_split's Arrow path (its fallback), chosen layout"
 # The chosen layout with one setting changed at a time, and the layout it replaced.
 ALTERNATIVE_LAYOUTS = {
     "previous layout: zstd, dictionary, statistics, 1 row group, nullable items": dict(
@@ -74,6 +77,12 @@ def load_parquet(path: Path) -> np.ndarray:
 def load_idx(path: Path) -> np.ndarray:
     """The baseline: read the gzip IDX file, decompress, parse, normalize, add the channel axis."""
     return data_lib.normalize_images(read_idx(path))[..., np.newaxis]
+
+
+def load_parquet_through_arrow(path: Path) -> np.ndarray:
+    """load_split's fallback for layouts the page reader declines: Arrow decodes the pixel column."""
+    table = pq.read_table(path, columns=["pixels"], memory_map=True, use_threads=True)
+    return data_lib._column_values(table, "pixels").reshape(-1, 28, 28, 1)
 
 
 def load_npy(path: Path) -> np.ndarray:
@@ -193,6 +202,7 @@ def main() -> None:
         loaders = {
             CHOSEN: (load_parquet, chosen_path),
             LOWER_BOUND: (load_npy, npy_path),
+            ARROW_PATH: (load_parquet_through_arrow, chosen_path),
             IDX_BASELINE: (load_idx, idx_path),
         }
         for number, (name, layout) in enumerate(ALTERNATIVE_LAYOUTS.items()):
@@ -269,9 +279,10 @@ def render_markdown(payload: dict) -> str:
         f"calls; {payload['passes']} passes over all loaders (first call s: median of the passes' warm-up calls, "
         f"which include one-time library set-up). Images {tuple(payload['shape'])} {payload['dtype']}, "
         "compared by SHA-256 with the IDX baseline's. Parquet files other than the chosen one hold the same "
-        "table rewritten with one writer setting changed; `load_split` reads them all. Arrow decodes on every "
-        "core and `np.load` copies on one, so other work on the machine (see the load averages) slows the "
-        "Parquet loaders more; the best times come closer to an idle machine's ratio.",
+        "table rewritten with one writer setting changed; `load_split` reads them all: plain uncompressed ones "
+        "page by page (mnist_models/pages.py), compressed or dictionary-encoded ones through Arrow. Arrow "
+        "decodes on every core and `np.load` copies on one, so other work on the machine (see the load "
+        "averages) slows the Arrow loaders more; the best times come closer to an idle machine's ratio.",
         "",
         table,
         "",

@@ -11,16 +11,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mnist_models import pages
 from mnist_models.io import atomic_path
 
 IMAGE_SIZE = 28 * 28
 # Pixels are never null; a non-nullable item lets Arrow decode the list without building validity bitmaps.
 PIXELS_TYPE = pa.list_(pa.field("element", pa.float32(), nullable=False), IMAGE_SIZE)
-# Arrow reconstructs a list column from per-pixel repetition levels; row groups of 1,000 images (3 MB of
-# pixels) keep that work in cache and let it run on several cores (benchmarks/results/load_parquet.md).
+# Row groups of 1,000 images (3 MB of pixels): Arrow, which rebuilds a list column from per-pixel levels,
+# reads such a file fastest (benchmarks/results/load_parquet.md); load_split's own page reader does not mind.
 ROW_GROUP_ROWS = 1000
 # Plain, uncompressed pixels: decompressing or undoing a dictionary costs more than reading 188 MB from the
-# page cache, and per-page statistics of pixels serve no query.
+# page cache, per-page statistics of pixels serve no query, and each page ends with its values as raw
+# float32 (what mnist_models.pages reads).
 PARQUET_WRITE_OPTIONS = {"compression": "none", "use_dictionary": False,
                          "write_statistics": ["label", "source_index"], "row_group_size": ROW_GROUP_ROWS}
 
@@ -73,10 +75,13 @@ def load_split(path: str | os.PathLike[str]) -> Split:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run the data stage (flows/prepare_data.py) first")
-    # Any layout reads the same way (older files too); threads decode the row groups side by side.
-    table = pq.read_table(path, memory_map=True, use_threads=True)
-    images = _column_values(table, "pixels").reshape(-1, 28, 28, 1)
-    return Split(images=images, labels=_column_values(table, "label"),
+    table = pq.read_table(path, columns=["label", "source_index"], memory_map=True)
+    # The pixels straight from their pages into one array (mnist_models.pages); any other layout (older
+    # files, compressed or dictionary-encoded ones) through Arrow's decoder.
+    pixels = pages.read_float_lists(path, "pixels", IMAGE_SIZE)
+    if pixels is None:
+        pixels = _column_values(pq.read_table(path, columns=["pixels"], memory_map=True, use_threads=True), "pixels")
+    return Split(images=pixels.reshape(-1, 28, 28, 1), labels=_column_values(table, "label"),
                  source_index=_column_values(table, "source_index"))
 
 
