@@ -27,6 +27,7 @@ from flows.prepare_data import DataStageError, prepare
 from mnist_models import planning
 from mnist_models.config import StudyConfig
 from mnist_models.io import DiskFullError, ensure_writable_directory, remove_stale_temporaries
+from mnist_models.isolation import close_workers
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.placement import gpu_slots, visible_gpus
@@ -109,8 +110,11 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
         gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
         logger.info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: "
                     f"{capacity.describe()}{gpus}")
-        outcomes = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-            planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh, slots)
+        try:
+            outcomes = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
+                planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh, slots)
+        finally:
+            close_workers()  # the training processes the worker threads kept from lineage to lineage
     else:  # every run reused as it is: no worker processes to start
         outcomes = [RunOutcome(run_id=run.run_id, trained=stages.reused_training(run, layout)) for run in planned]
     evaluated, failures = stages.collect(planned, outcomes, scores, data, layout, ledger)

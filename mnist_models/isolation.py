@@ -1,20 +1,27 @@
-"""Run one piece of work (a training, an evaluation) in a child process of its own.
+"""Run pieces of work (trainings, evaluations) in child processes of their own.
 
-A child that dies (killed by the kernel's OOM killer, a segfault in a native library) loses only its
-own work: the caller gets a `RunCrashedError` that names the cause, and every other run goes on.
-The child's log lines reach the caller's `log` as they are written.
+A child that dies (killed by the kernel's OOM killer, a segfault in a native library) loses only the
+call it was running: the caller gets a `RunCrashedError` that names the cause, and every other run
+goes on. The child's log lines reach the caller's `log` as they are written.
+
+`run_isolated` starts a fresh process for one call. A `Worker` keeps its process for call after call,
+so that TensorFlow is imported once per worker rather than once per run (about 2-3 s of CPU each on
+the development machine); a worker whose process died starts a new one for its next call.
+`worker_for` hands each thread its own worker per environment, and `close_workers` ends them all.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import resource
 import signal
 import subprocess
 import sys
-from multiprocessing.connection import Connection
+import threading
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from mnist_models.quiet import banners_filtered
@@ -40,25 +47,86 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def peak_memory_mb() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _child(sender, function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-    def log(line: str) -> None:
-        sender.send(("log", line))
-
+    """This process's peak resident memory, in MiB, since it started or since the last `reset_peak_memory`."""
     try:
-        with banners_filtered():  # TensorFlow's start-up lines, which no environment variable silences
-            import tensorflow  # noqa: F401
-        sender.send(("result", function(*args, log=log, **kwargs)))
-    except BaseException as error:  # noqa: BLE001 - every failure goes back to the caller
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def reset_peak_memory() -> None:
+    """Start measuring the peak resident memory afresh (Linux: /proc/self/clear_refs); elsewhere a no-op."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass
+
+
+class Worker:
+    """A child process that runs calls one after another, each with its own result, error or crash."""
+
+    def __init__(self, environment: dict[str, str] | None = None) -> None:
+        self.environment = dict(environment or {})
+        self.process: subprocess.Popen | None = None
+        self.receiver: Connection | None = None
+        self.lock = threading.Lock()
+
+    def call(self, function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
+             on_start: Callable[[int], None] | None = None, **kwargs: Any) -> Any:
+        """`function(*args, log=..., **kwargs)` in this worker's process (started if it has none)."""
+        with self.lock:
+            if self.process is None:
+                self._start()
+            process = self.process
+            if on_start is not None:
+                on_start(process.pid)
+            try:
+                pickle.dump((function, args, kwargs), process.stdin)
+                process.stdin.flush()
+            except BrokenPipeError:
+                pass  # the process died already; its exit status says why
+            outcome = None
+            while outcome is None:
+                try:
+                    kind, payload = self.receiver.recv()
+                except EOFError:
+                    break
+                if kind == "log":
+                    log(payload)
+                else:
+                    outcome = (kind, payload)
+            if outcome is None:
+                self.close()
+                raise RunCrashedError(f"the process running {function.__name__} {describe_exit(process.returncode)}")
+        kind, payload = outcome
+        if kind == "error":
+            raise payload
+        return payload
+
+    def _start(self) -> None:
+        read_end, write_end = os.pipe()
+        self.process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end)],
+                                        stdin=subprocess.PIPE, pass_fds=(write_end,),
+                                        env={**os.environ, **self.environment})
+        os.close(write_end)
+        self.receiver = Connection(read_end, writable=False)
+
+    def close(self) -> None:
+        """End the process (it exits when its input closes) and wait for it."""
+        if self.process is None:
+            return
         try:
-            sender.send(("error", error))
-        except Exception:  # noqa: BLE001 - an exception that cannot be pickled
-            sender.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
-    finally:
-        sender.close()
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self.process.wait()
+        self.receiver.close()
+        self.process, self.receiver = None, None
 
 
 def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
@@ -70,37 +138,59 @@ def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], 
     processes such as Dask's workers. `function` must be importable by name. `environment` adds to the
     child's environment (a GPU slot's CUDA_VISIBLE_DEVICES, say).
     """
-    read_end, write_end = os.pipe()
-    process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end)],
-                               stdin=subprocess.PIPE, pass_fds=(write_end,), env={**os.environ, **(environment or {})})
-    os.close(write_end)
-    if on_start is not None:
-        on_start(process.pid)
+    worker = Worker(environment)
     try:
-        process.stdin.write(pickle.dumps((function, args, kwargs)))
-        process.stdin.close()
-    except BrokenPipeError:
-        pass  # the child died already; its exit status says why
-    outcome = None
-    with Connection(read_end, writable=False) as receiver:
-        while True:
-            try:
-                kind, payload = receiver.recv()
-            except EOFError:
-                break
-            if kind == "log":
-                log(payload)
-            else:
-                outcome = (kind, payload)
-    process.wait()
-    if outcome is None:
-        raise RunCrashedError(f"the process running {function.__name__} {describe_exit(process.returncode)}")
-    kind, payload = outcome
-    if kind == "error":
-        raise payload
-    return payload
+        return worker.call(function, *args, log=log, on_start=on_start, **kwargs)
+    finally:
+        worker.close()
 
 
-if __name__ == "__main__":  # the child: read the call from stdin, answer on the descriptor named in argv
-    call = pickle.load(sys.stdin.buffer)
-    _child(Connection(int(sys.argv[1]), readable=False), *call)
+_workers: dict[tuple[int, tuple[tuple[str, str], ...]], Worker] = {}
+_workers_lock = threading.Lock()
+
+
+def worker_for(environment: dict[str, str] | None = None) -> Worker:
+    """The calling thread's worker for `environment`, made on first use."""
+    key = (threading.get_ident(), tuple(sorted((environment or {}).items())))
+    with _workers_lock:
+        if key not in _workers:
+            _workers[key] = Worker(environment)
+        return _workers[key]
+
+
+@atexit.register
+def close_workers() -> None:
+    """End every worker's process."""
+    with _workers_lock:
+        workers = list(_workers.values())
+        _workers.clear()
+    for worker in workers:
+        worker.close()
+
+
+def _serve(sender: Connection) -> None:
+    """The child: run each call read from stdin until it closes, answering on `sender`."""
+    def log(line: str) -> None:
+        sender.send(("log", line))
+
+    with banners_filtered():  # TensorFlow's start-up lines, which no environment variable silences
+        import tensorflow  # noqa: F401
+    while True:
+        try:
+            function, args, kwargs = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            break
+        reset_peak_memory()
+        try:
+            result = ("result", function(*args, log=log, **kwargs))
+        except BaseException as error:  # noqa: BLE001 - every failure goes back to the caller
+            result = ("error", error)
+        try:
+            sender.send(result)
+        except Exception:  # noqa: BLE001 - an exception or result that cannot be pickled
+            sender.send(("error", RuntimeError(f"{type(result[1]).__name__}: {result[1]}")))
+    sender.close()
+
+
+if __name__ == "__main__":  # the child: calls on stdin, answers on the descriptor named in argv
+    _serve(Connection(int(sys.argv[1]), readable=False))

@@ -219,6 +219,7 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
     import tensorflow as tf
 
     spec = specs[0]
+    keras.backend.clear_session()  # a worker process trains lineage after lineage: start each from a clean state
     keras.utils.set_random_seed(spec.seed)
     tf.config.experimental.enable_op_determinism()
     train = data_lib.stratified_subset(data_lib.load_split(train_path), spec.train_subset, spec.seed)
@@ -237,7 +238,8 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
         validation = Feeder(test.images, test.labels).batches(VALIDATION_BATCH)
         if start is None:
             state.gradients, state.histograms = recorder.gradients(0), recorder.histogram(0)
-        state.save(model, live)
+        else:  # a resumed lineage may already be at a run's epochs: that run's folder is written from `live`
+            state.save(model, live)
         trained, began, started_unix = [], time.perf_counter(), time.time()
         for target in specs:
             while state.epoch < target.epochs:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 from prefect import get_run_logger, task
 
 from mnist_models import training as training_lib
-from mnist_models.isolation import run_isolated
+from mnist_models.isolation import run_isolated, worker_for
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import run_lock
 from mnist_models.placement import slot_environment
@@ -33,10 +35,13 @@ def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayou
             logger.info(f"{', '.join(finished)}: finished by another process meanwhile; reused")
             return [training_lib.trained_run(spec, finished[spec.run_id]) for spec in specs]
         epochs = "+".join(str(spec.epochs) for spec in specs)
-        return run_isolated(
+        # On CPU, each worker thread keeps one training process for lineage after lineage (TensorFlow is
+        # imported once); a GPU slot's lineage gets a process of its own, which frees its GPU memory after.
+        call = worker_for().call if gpu is None else functools.partial(run_isolated, environment=slot_environment(gpu))
+        return call(
             training_lib.train_lineage, specs, layout.absolute(data.train), layout.absolute(data.test),
             {spec.run_id: layout.run(spec.run_id) for spec in specs}, threads=threads, resume=resume,
-            after_run=KeepPredictions(prediction_stamp(data)), log=logger.info, environment=slot_environment(gpu),
+            after_run=KeepPredictions(prediction_stamp(data)), log=logger.info,
             on_start=lambda pid: logger.info(
                 f"{specs[-1].run_id}: training {specs[0].model} at learning rate {specs[0].learning_rate:g} to "
                 f"epoch(s) {epochs} on {threads or 'all'} thread(s){'' if gpu is None else f' and GPU {gpu}'}, "

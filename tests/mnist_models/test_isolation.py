@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from mnist_models.isolation import RunCrashedError, describe_exit, run_isolated
+from mnist_models.isolation import RunCrashedError, Worker, close_workers, describe_exit, run_isolated, worker_for
 
 
 def add(a, b, *, log):
@@ -61,3 +61,56 @@ def test_works_inside_a_daemonic_process_such_as_a_dask_worker():
     process.start()
     assert queue.get(timeout=120) == 2
     process.join(timeout=60)
+
+
+# --------------------------------------------------------------------------- a worker kept for call after call
+
+
+def test_a_worker_runs_calls_one_after_another_in_one_process():
+    worker = Worker()
+    try:
+        first, second = worker.call(add, 1, 2, log=lambda line: None), worker.call(add, 3, 4, log=lambda line: None)
+        assert (first["sum"], second["sum"]) == (3, 7) and first["pid"] == second["pid"] != os.getpid()
+        with pytest.raises(FileNotFoundError, match="no such split"):
+            worker.call(fail, log=lambda line: None)
+        assert worker.call(add, 0, 0, log=lambda line: None)["pid"] == first["pid"]  # an error keeps the process
+    finally:
+        worker.close()
+
+
+def test_a_worker_whose_process_is_killed_names_it_and_starts_a_new_one_for_the_next_call():
+    worker = Worker()
+    try:
+        before = worker.call(add, 1, 1, log=lambda line: None)["pid"]
+        with pytest.raises(RunCrashedError, match=r"the process running die killed by signal 9 \(SIGKILL\)"):
+            worker.call(die, signal.SIGKILL, log=lambda line: None)
+        after = worker.call(add, 1, 1, log=lambda line: None)["pid"]
+        assert after not in (before, os.getpid())
+    finally:
+        worker.close()
+
+
+def test_close_workers_ends_every_kept_process():
+    pid = worker_for().call(add, 1, 1, log=lambda line: None)["pid"]
+    assert worker_for() is worker_for()
+    os.kill(pid, 0)  # alive
+    close_workers()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def peak_after_allocating(megabytes, *, log):
+    from mnist_models.isolation import peak_memory_mb
+
+    block = bytearray(megabytes << 20)
+    block[::4096] = b"\1" * len(block[::4096])  # touch every page
+    return peak_memory_mb()
+
+
+def test_each_call_of_a_worker_measures_its_own_peak_memory():
+    worker = Worker()
+    try:
+        big, small = worker.call(peak_after_allocating, 400, log=print), worker.call(peak_after_allocating, 1, log=print)
+        assert big > 400 and small < big - 300  # the second call's peak is not the first's
+    finally:
+        worker.close()

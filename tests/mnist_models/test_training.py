@@ -174,3 +174,32 @@ def test_a_killed_training_resumes_at_its_last_checkpoint(small_splits, tmp_path
     train_run(spec, small_splits["train"], small_splits["test"], straight, threads=1, log=lambda _: None)
     pd.testing.assert_frame_equal(_history(straight), _history(folder))
     assert read_manifest(folder)["continued_from"] == {"epoch": 2, "source": "checkpoint"}
+
+
+def test_lineages_trained_one_after_another_in_a_worker_equal_lineages_trained_in_fresh_processes(small_splits,
+                                                                                                   tmp_path):
+    import keras
+    import numpy as np
+
+    from mnist_models.isolation import Worker, run_isolated
+
+    convnet, dnn = spec_for("convnet", seed=21), spec_for("dnn", epochs=2, seed=21)
+
+    def train(call, spec, place):
+        folder = RunFolder(tmp_path / place / spec.run_id)
+        call(train_run, spec, small_splits["train"], small_splits["test"], folder, threads=1, log=lambda _: None)
+        weights = keras.saving.load_model(folder.model).get_weights()
+        return pd.read_parquet(folder.history).drop(columns="seconds"), weights
+
+    worker = Worker()
+    try:
+        kept = [train(worker.call, convnet, "kept-1"), train(worker.call, dnn, "kept-2"),
+                train(worker.call, convnet, "kept-3")]
+    finally:
+        worker.close()
+    fresh = [train(run_isolated, convnet, "fresh-1"), train(run_isolated, dnn, "fresh-2")]
+    for (kept_history, kept_weights), (fresh_history, fresh_weights) in zip(kept, [*fresh, fresh[0]]):
+        pd.testing.assert_frame_equal(kept_history, fresh_history)
+        assert len(kept_weights) == len(fresh_weights)
+        for kept_array, fresh_array in zip(kept_weights, fresh_weights):
+            np.testing.assert_array_equal(kept_array, fresh_array)
