@@ -55,8 +55,15 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path, module: str) -> set[str]:
+def _imported_modules(path: Path, module: str) -> frozenset[str]:
     """Project modules named by the import statements of one source file (not executed)."""
+    stat = path.stat()
+    return _parsed_imports(path, module, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _parsed_imports(path: Path, module: str, *version: int) -> frozenset[str]:
+    """`_imported_modules` of one version of a file: each file is parsed once, whichever closures include it."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
@@ -69,7 +76,7 @@ def _imported_modules(path: Path, module: str) -> set[str]:
                 base = ".".join(parent[: len(parent) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return {name for name in found if name.split(".")[0] in PROJECT_PACKAGES}
+    return frozenset(name for name in found if name.split(".")[0] in PROJECT_PACKAGES)
 
 
 @lru_cache(maxsize=None)

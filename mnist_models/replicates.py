@@ -18,7 +18,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mnist_models import evaluation, metrics
 from mnist_models.evaluation import STUDY_TABLE_5_1
@@ -62,6 +61,8 @@ def _replicate_row(model: str, learning_rate: float, runs: pd.DataFrame, confide
 
 def spread(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
     """Mean, standard deviation (ddof=1) and t-interval of the mean; std and interval are NaN for one value."""
+    from scipy import stats  # imported where used: a cached rerun computes no statistic
+
     values = np.asarray(values, dtype=float)
     if values.ndim != 1 or values.size == 0:
         raise ValueError(f"expected a non-empty 1-D sequence of values (one per seed), got shape {values.shape}")
@@ -177,6 +178,8 @@ def paired_test(accuracies_a: Sequence[float], accuracies_b: Sequence[float],
                 confidence: float = CONFIDENCE) -> PairedTest:
     """scipy's paired t-test (ttest_rel) of a − b when there are MIN_PAIRED_SEEDS seeds or more; identical
     differences of zero give p = 1."""
+    from scipy import stats  # imported where used: a cached rerun computes no statistic
+
     a, b = np.asarray(accuracies_a, dtype=float), np.asarray(accuracies_b, dtype=float)
     if a.ndim != 1 or a.shape != b.shape or a.size == 0:
         raise ValueError(f"expected two equally long, non-empty 1-D sequences of per-seed accuracies, got shapes "
