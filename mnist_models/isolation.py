@@ -145,24 +145,33 @@ def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], 
         worker.close()
 
 
-_workers: dict[tuple[int, tuple[tuple[str, str], ...]], Worker] = {}
+_workers: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[str, Worker]] = {}
 _workers_lock = threading.Lock()
 
 
-def worker_for(environment: dict[str, str] | None = None) -> Worker:
-    """The calling thread's worker for `environment`, made on first use."""
+def worker_for(environment: dict[str, str] | None = None, generation: str = "") -> Worker:
+    """The calling thread's worker for `environment`, made on first use.
+
+    A worker serves one `generation` (a flow run): a call from another generation closes the thread's
+    old worker and starts a new one, so that a long-lived process (a Dask worker's) never runs a new
+    flow run's lineages with the code it imported for an earlier one.
+    """
     key = (threading.get_ident(), tuple(sorted((environment or {}).items())))
     with _workers_lock:
-        if key not in _workers:
-            _workers[key] = Worker(environment)
-        return _workers[key]
+        kept_generation, worker = _workers.get(key, (None, None))
+        if worker is not None and kept_generation == generation:
+            return worker
+        _workers[key] = (generation, Worker(environment))
+    if worker is not None:
+        worker.close()
+    return _workers[key][1]
 
 
 @atexit.register
 def close_workers() -> None:
     """End every worker's process."""
     with _workers_lock:
-        workers = list(_workers.values())
+        workers = [worker for _, worker in _workers.values()]
         _workers.clear()
     for worker in workers:
         worker.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 
 from mnist_models import training as training_lib
 from mnist_models.isolation import run_isolated, worker_for
@@ -37,7 +38,8 @@ def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayou
         epochs = "+".join(str(spec.epochs) for spec in specs)
         # On CPU, each worker thread keeps one training process for lineage after lineage (TensorFlow is
         # imported once); a GPU slot's lineage gets a process of its own, which frees its GPU memory after.
-        call = worker_for().call if gpu is None else functools.partial(run_isolated, environment=slot_environment(gpu))
+        call = (worker_for(generation=str(flow_run.get_id())).call if gpu is None
+                else functools.partial(run_isolated, environment=slot_environment(gpu)))
         return call(
             training_lib.train_lineage, specs, layout.absolute(data.train), layout.absolute(data.test),
             {spec.run_id: layout.run(spec.run_id) for spec in specs}, threads=threads, resume=resume,

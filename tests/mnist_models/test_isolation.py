@@ -114,3 +114,13 @@ def test_each_call_of_a_worker_measures_its_own_peak_memory():
         assert big > 400 and small < big - 300  # the second call's peak is not the first's
     finally:
         worker.close()
+
+
+def test_a_new_generation_gets_a_new_process_and_the_old_one_ends():
+    first = worker_for(generation="flow run 1").call(add, 1, 1, log=lambda line: None)["pid"]
+    assert worker_for(generation="flow run 1").call(add, 1, 1, log=lambda line: None)["pid"] == first
+    second = worker_for(generation="flow run 2").call(add, 1, 1, log=lambda line: None)["pid"]
+    assert second != first
+    with pytest.raises(ProcessLookupError):
+        os.kill(first, 0)
+    close_workers()
