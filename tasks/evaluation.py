@@ -11,11 +11,16 @@ from prefect import get_run_logger, task
 
 from mnist_models import evaluation as evaluation_lib
 from mnist_models.isolation import run_isolated
-from mnist_models.layout import ArtifactsLayout
+from mnist_models.layout import ArtifactsLayout, RunFolder
 from mnist_models.placement import slot_environment
 from mnist_models.provenance import TRAINING_LIBRARIES, code_closure, digest, library_versions
 from mnist_models.records import PreparedData, Scores, TrainedRun
 from mnist_models.training import read_manifest
+
+
+def model_hash(folder: RunFolder) -> str:
+    """The SHA-256 of a run's model file as its manifest records it ("" for an incomplete folder)."""
+    return (read_manifest(folder) or {}).get("file_hashes", {}).get("model.keras", "")
 
 
 def prediction_stamp(data: PreparedData) -> dict[str, str]:
@@ -30,8 +35,7 @@ def evaluate_model(trained: TrainedRun, data: PreparedData, layout: ArtifactsLay
     """Score a trained run on the test split; write predictions.parquet into its folder; return its scores."""
     logger = get_run_logger()
     folder = layout.run(trained.spec.run_id)
-    manifest = read_manifest(folder) or {}
-    stamp = {**prediction_stamp(data), "model": manifest.get("file_hashes", {}).get("model.keras", "")}
+    stamp = {**prediction_stamp(data), "model": model_hash(folder)}
     scores, source = evaluation_lib.stored_scores(folder, stamp), "predictions kept by training"
     if scores is None:
         scores = run_isolated(evaluation_lib.evaluate_run, folder, layout.absolute(data.test), stamp=stamp,

@@ -20,6 +20,7 @@ from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, Decis
 from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutcome, Scores, StudyResult, TrainedRun
 from mnist_models.training import read_manifest, trained_run
 from tasks.caching import Ledger, decisions_table, write_decisions
+from tasks.evaluation import model_hash
 from tasks.figures import render_figures
 from tasks.report import render_report
 from tasks.reporting import publish_artifacts, write_study_tables
@@ -31,8 +32,7 @@ def reused_training(run: PlannedRun, layout: ArtifactsLayout) -> TrainedRun:
 
 def evaluation_key(run_id: str, data: PreparedData, layout: ArtifactsLayout) -> StageKey:
     """An evaluation depends on the model file's bytes, the test split and the evaluation code; not on roles."""
-    manifest = read_manifest(layout.run(run_id)) or {}
-    return StageKey(inputs={"model": manifest.get("file_hashes", {}).get("model.keras", ""), "data": data.test_hash},
+    return StageKey(inputs={"model": model_hash(layout.run(run_id)), "data": data.test_hash},
                     code=code_closure("tasks.evaluation"), versions=library_versions(ANALYSIS_LIBRARIES))
 
 
