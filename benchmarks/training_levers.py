@@ -49,8 +49,8 @@ PAIRED = {
 ALL_VARIANTS = {**VARIANTS, **PAIRED}
 
 
-def measure(model_name: str, options: dict, train_images: int, data_dir: str) -> float:
-    """Seconds of the second of two epochs, under `options` (run in this process)."""
+def measure(model_name: str, options: dict, train_images: int, data_dir: str, epochs: int = 2) -> float:
+    """Mean seconds of epochs 2 to `epochs` (the first traces), under `options` (run in this process)."""
     import numpy as np
 
     from mnist_models.training import configure_threads
@@ -92,20 +92,21 @@ def measure(model_name: str, options: dict, train_images: int, data_dir: str) ->
             self.began = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds = time.perf_counter() - self.began
+            self.seconds.append(time.perf_counter() - self.began)
 
     timer = Timer()
+    timer.seconds = []
     validation_batch = options.get("validation_batch", 32)
     if options.get("feeder"):
         from mnist_models.feeding import Feeder
 
-        model.fit(Feeder(images, labels).batches(32), epochs=2, shuffle=False,
+        model.fit(Feeder(images, labels).batches(32), epochs=epochs, shuffle=False,
                   validation_data=Feeder(test.images, test.labels).batches(validation_batch),
                   callbacks=[*callbacks, timer], verbose=0)
     else:
-        model.fit(images, labels, batch_size=32, epochs=2, validation_data=(test.images, test.labels),
+        model.fit(images, labels, batch_size=32, epochs=epochs, validation_data=(test.images, test.labels),
                   validation_batch_size=validation_batch, callbacks=[*callbacks, timer], verbose=0)
-    return timer.seconds
+    return sum(timer.seconds[1:]) / len(timer.seconds[1:])
 
 
 def main() -> None:
