@@ -1,7 +1,7 @@
 """The lowest training-speed ratio any pipeline can reach on this machine with the study's arithmetic.
 
 Run:   python benchmarks/ratio_bound.py [--models dnn,convnet,resnet] [--epochs 3]
-Time:  about 6 minutes on 2 cores (all 60,000 training images, 3 epochs per measurement).
+Time:  about 12 minutes on 2 cores (all 60,000 training images, 3 epochs per measurement).
 Makes: benchmarks/results/ratio_bound.{json,md}
 
 benchmarks/training_speed.py compares the whole pipeline with the plain sequential script. This
