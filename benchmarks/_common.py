@@ -123,6 +123,21 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def measure_together(command: list[str], copies: int, environment: dict[str, str], label: str) -> list[float]:
+    """Start `copies` processes of `command` together; each prints a number as its last stdout line.
+
+    Returns those numbers (rounded to ms), one per process; a process that fails ends the benchmark with
+    `label`, its exit status and the end of its error output.
+    """
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+                 for _ in range(copies)]
+    outputs = [process.communicate() for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        if process.returncode:
+            raise SystemExit(f"{label}: a measuring process exited {process.returncode}\n{stderr[-2000:]}")
+    return [round(json.loads(stdout.strip().splitlines()[-1]), 3) for stdout, _ in outputs]
+
+
 def timed(function, *arguments):
     """(seconds, result) of one call, measured with perf_counter."""
     started = time.perf_counter()

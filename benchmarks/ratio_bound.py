@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import statistics
 import sys
 from pathlib import Path
 
@@ -110,15 +110,8 @@ def main() -> None:
         """Mean seconds of the timed epochs, one value per process (two when the config is side by side)."""
         command = [sys.executable, __file__, "--epochs", str(options.epochs), "--data-dir", options.data_dir,
                    "--one", model, config]
-        copies = 2 if config in SIDE_BY_SIDE else 1
-        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=environment) for _ in range(copies)]
-        outputs = [process.communicate() for process in processes]
-        for process, (_, stderr) in zip(processes, outputs):
-            if process.returncode:
-                raise SystemExit(f"{model} ({config}): a measuring process exited {process.returncode}\n"
-                                 f"{stderr[-2000:]}")
-        return [round(json.loads(stdout.strip().splitlines()[-1]), 3) for stdout, _ in outputs]
+        return _common.measure_together(command, 2 if config in SIDE_BY_SIDE else 1, environment,
+                                        f"{model} ({config})")
 
     measured: dict[str, dict[str, list[float]]] = {}
     for model in models:
@@ -129,8 +122,8 @@ def main() -> None:
 
 
 def effective_epoch(seconds: list[float]) -> float:
-    """Seconds per epoch of the machine: a pair's mean over 2 (two epochs at once), one process's own."""
-    return sum(seconds) / len(seconds) / len(seconds)
+    """Seconds per epoch of the machine: the processes' mean epoch over their number (they train at once)."""
+    return statistics.mean(seconds) / len(seconds)
 
 
 SHAPES = {
@@ -167,10 +160,10 @@ def write_results(measured: dict, epochs: int, machine: dict | None = None) -> N
     """Write results/ratio_bound.{md,json} from per-epoch seconds (machine facts: now, unless given)."""
     machine = machine or _common.machine_facts()
     plain = {model: effective_epoch(configs["plain"]) for model, configs in measured.items()}
+    sweep_models = [model for model in measured if model != "resnet_plain"]
     shapes = {}
     for config in ("bare, side by side", "bare, one process on every core", "as shipped, side by side"):
         effective = {model: effective_epoch(configs[config]) for model, configs in measured.items()}
-        sweep_models = [model for model in measured if model != "resnet_plain"]
         shapes[config] = {name: bound(plain, effective, {"models": sweep_models, **shape})
                           for name, shape in SHAPES.items()}
     rows = [[model, *(" and ".join(f"{s:.2f}" for s in configs[config]) for config in CONFIGS),

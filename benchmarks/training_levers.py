@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -127,12 +126,7 @@ def main() -> None:
         """Second-epoch seconds of `copies` processes started together."""
         command = [sys.executable, __file__, "--train-images", str(options.train_images),
                    "--data-dir", options.data_dir, "--one", model, variant]
-        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                      env=environment) for _ in range(copies)]
-        outputs = [process.communicate()[0] for process in processes]
-        if any(process.returncode for process in processes):
-            raise SystemExit(f"{model} {variant}: a measuring process failed")
-        return [round(json.loads(output.strip().splitlines()[-1]), 3) for output in outputs]
+        return _common.measure_together(command, copies, environment, f"{model} {variant}")
 
     results, paired = {}, {}
     for model in options.models.split(","):
