@@ -94,6 +94,11 @@ def _column_values(table: pa.Table, name: str) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
+def split_size(path: str | os.PathLike[str]) -> int:
+    """The number of images in a Parquet split, from its footer (no pixel is read)."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def stratified_subset(split: Split, size: int | None, seed: int) -> Split:
     """Return `size` images drawn with the split's class proportions (the whole split if size is None)."""
     if size is None or size >= len(split):

@@ -12,7 +12,7 @@ import pandas as pd
 from mnist_models import data as data_lib
 from mnist_models import prediction
 from mnist_models.layout import ArtifactsLayout, RunFolder
-from mnist_models.records import ROLES, ClassMetrics, EvaluatedRun, Role, Scores
+from mnist_models.records import ROLES, ClassMetrics, EvaluatedRun, FailedRun, Role, Scores
 
 REFERENCE_LEARNING_RATE = 0.001  # the study's table 2.1 and section VI are at this learning rate
 DIVERGED_BELOW = 0.2  # a run at chance level (about 0.1 on ten classes) has diverged
@@ -82,6 +82,7 @@ class StudyRuns:
     runs: tuple[EvaluatedRun, ...]
     layout: ArtifactsLayout
     models: tuple[str, ...]
+    failures: tuple[FailedRun, ...] = ()  # planned runs with no result in this study run
 
     def folder(self, run: EvaluatedRun) -> RunFolder:
         return self.layout.run(run.run_id)
@@ -93,7 +94,14 @@ class StudyRuns:
 
 SUMMARY_COLUMNS = ["run_id", "model", "learning_rate", "epochs", "seed", "accuracy", "accuracy_low",
                    "accuracy_high", "loss", "macro_f1", "macro_auc", "map", "parameters", "train_seconds", "role",
-                   "roles"]
+                   "roles", "status"]
+FAILURE_COLUMNS = ["run_id", "model", "learning_rate", "epochs", "seed", "roles", "cause"]
+
+
+def run_status(run: EvaluatedRun) -> str:
+    """"trained", or "diverged at epoch N" for a run whose loss stopped being a number (scored at chance)."""
+    epoch = run.trained.diverged_epoch
+    return "trained" if epoch is None else f"diverged at epoch {epoch}"
 
 
 def summary_table(study: StudyRuns) -> pd.DataFrame:
@@ -102,9 +110,16 @@ def summary_table(study: StudyRuns) -> pd.DataFrame:
         "run_id": run.run_id, "model": run.model, "learning_rate": run.learning_rate, "epochs": run.spec.epochs,
         "seed": run.spec.seed, **run.scores.model_dump(include=set(SUMMARY_COLUMNS)),
         "parameters": run.trained.parameters, "train_seconds": run.trained.train_seconds, "role": run.role,
-        "roles": ",".join(role for role in ROLES if run.serves(role)),
+        "roles": ",".join(role for role in ROLES if run.serves(role)), "status": run_status(run),
     } for run in study.runs]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def failures_table(study: StudyRuns) -> pd.DataFrame:
+    """One row per planned run without a result in this study run, with its cause (empty when none failed)."""
+    rows = [{**failure.model_dump(include=set(FAILURE_COLUMNS)), "roles": ",".join(sorted(failure.roles))}
+            for failure in study.failures]
+    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
 
 def sweep_runs(summary: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,7 @@ STUDY_EPOCHS = 10  # the study's tables 2.1 and 5.1 are after this many epochs
 TARGET_LAYER = "target_layer"  # the layer the gradient experiment watches
 # The tables the findings are computed from; their columns are checked against the outputs registry.
 SOURCE_TABLES = ("dataset_facts", "model_summary", "summary", "per_class_metrics", "significance", "gradient_norms",
-                 "replicates", "seed_comparisons", "history", "cache_decisions")
+                 "replicates", "seed_comparisons", "history", "cache_decisions", "failures")
 _SCORES = ("accuracy", "accuracy_low", "accuracy_high", "loss", "macro_f1", "macro_auc", "map")
 
 
@@ -298,8 +298,22 @@ class CacheSummary(Record):
     recomputed: tuple[CacheEntry, ...]
 
 
+class RunProblem(Record):
+    """A planned run without a normal result: failed (no result, with its cause) or diverged (scored at chance)."""
+
+    run_id: str
+    model: str
+    learning_rate: float
+    epochs: int
+    seed: int
+    problem: str  # the failure's cause, or "diverged at epoch N"
+
+
 class Findings(Record):
     """Everything the report states, as data."""
+
+    failed_runs: tuple[RunProblem, ...] = ()  # planned runs with no result in this study run
+    diverged_runs: tuple[RunProblem, ...] = ()  # runs whose loss stopped being a number
 
     dataset_facts: tuple[DatasetFact, ...] = ()
     model_sizes: tuple[ModelSize, ...] = ()
@@ -344,6 +358,8 @@ def compute_findings(tables: Mapping[str, pd.DataFrame]) -> Findings:
     shared = [cell for row in sweep for cell in row.cells if cell.gap is not None]
     sweep_epochs = tuple(sorted({int(value) for value in sweep_rows.get("epochs", ())}))
     return Findings(
+        failed_runs=_from(present["failures"], lambda table: _problems(table, "cause")),
+        diverged_runs=_from(summary, lambda table: _problems(table[table["status"] != "trained"], "status")),
         dataset_facts=_from(present["dataset_facts"], _dataset_facts),
         model_sizes=_from(model_summary, _model_sizes),
         convolutions=_from(model_summary, _convolutions),
@@ -379,6 +395,13 @@ def _cache(decisions: pd.DataFrame) -> CacheSummary:
     return CacheSummary(reused=int((decisions["action"] == "reused").sum()),
                         recomputed=tuple(CacheEntry(stage=stage, item=item, reason=reason)
                                          for stage, item, reason in recomputed[["stage", "item", "reason"]].values))
+
+
+def _problems(table: pd.DataFrame, column: str) -> tuple[RunProblem, ...]:
+    """One RunProblem per row, its problem read from `column`."""
+    return tuple(RunProblem(run_id=row["run_id"], model=row["model"], learning_rate=row["learning_rate"],
+                            epochs=row["epochs"], seed=row["seed"], problem=row[column])
+                 for row in table.to_dict(orient="records"))
 
 
 def _from(table: pd.DataFrame | None, build, empty: object = ()):

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -29,6 +30,10 @@ from mnist_models.quiet import banners_filtered
 
 class RunCrashedError(RuntimeError):
     """The child process died before it could report a result or an error."""
+
+
+class RunStalledError(RunCrashedError):
+    """The child process reported no progress for longer than its caller allows; it was killed."""
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -74,11 +79,17 @@ class Worker:
         self.environment = dict(environment or {})
         self.process: subprocess.Popen | None = None
         self.receiver: Connection | None = None
+        self.ready = False  # the process has imported what it needs and reads calls
         self.lock = threading.Lock()
 
     def call(self, function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
-             on_start: Callable[[int], None] | None = None, **kwargs: Any) -> Any:
-        """`function(*args, log=..., **kwargs)` in this worker's process (started if it has none)."""
+             on_start: Callable[[int], None] | None = None, stall_seconds: float | None = None,
+             **kwargs: Any) -> Any:
+        """`function(*args, log=..., **kwargs)` in this worker's process (started if it has none).
+
+        With `stall_seconds`, a process that sends no log line for that long is hung (a deadlock, a
+        stopped process, a stuck file system): it is killed and the call raises RunStalledError.
+        """
         with self.lock:
             if self.process is None:
                 self._start()
@@ -90,18 +101,29 @@ class Worker:
                 process.stdin.flush()
             except BrokenPipeError:
                 pass  # the process died already; its exit status says why
-            outcome = None
+            outcome, stalled = None, False
             while outcome is None:
+                # The clock runs once the process is ready: importing TensorFlow is not progress to watch.
+                if stall_seconds is not None and self.ready and not self.receiver.poll(stall_seconds):
+                    stalled = True
+                    process.kill()  # SIGKILL ends a stopped process too
+                    process.wait()
+                    break
                 try:
                     kind, payload = self.receiver.recv()
                 except EOFError:
                     break
-                if kind == "log":
+                if kind == "ready":
+                    self.ready = True
+                elif kind == "log":
                     log(payload)
                 else:
                     outcome = (kind, payload)
             if outcome is None:
                 self.close()
+                if stalled:
+                    raise RunStalledError(f"the process running {function.__name__} reported no progress for "
+                                          f"{stall_seconds:.0f} s and was killed (hung)")
                 raise RunCrashedError(f"the process running {function.__name__} {describe_exit(process.returncode)}")
         kind, payload = outcome
         if kind == "error":
@@ -110,7 +132,7 @@ class Worker:
 
     def _start(self) -> None:
         read_end, write_end = os.pipe()
-        self.process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end)],
+        self.process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end), str(os.getpid())],
                                         stdin=subprocess.PIPE, pass_fds=(write_end,),
                                         env={**os.environ, **self.environment})
         os.close(write_end)
@@ -126,12 +148,12 @@ class Worker:
             pass
         self.process.wait()
         self.receiver.close()
-        self.process, self.receiver = None, None
+        self.process, self.receiver, self.ready = None, None, False
 
 
 def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
                  on_start: Callable[[int], None] | None = None, environment: dict[str, str] | None = None,
-                 **kwargs: Any) -> Any:
+                 stall_seconds: float | None = None, **kwargs: Any) -> Any:
     """Call `function(*args, log=..., **kwargs)` in a fresh Python process; return its result or raise its error.
 
     The child is a plain subprocess (not a multiprocessing child), so this works inside daemonic
@@ -140,7 +162,7 @@ def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], 
     """
     worker = Worker(environment)
     try:
-        return worker.call(function, *args, log=log, on_start=on_start, **kwargs)
+        return worker.call(function, *args, log=log, on_start=on_start, stall_seconds=stall_seconds, **kwargs)
     finally:
         worker.close()
 
@@ -177,13 +199,24 @@ def close_workers() -> None:
         worker.close()
 
 
-def _serve(sender: Connection) -> None:
+def _exit_with_parent(parent: int, poll_seconds: float = 0.5) -> None:
+    """End this process as soon as its parent is gone (killed, or cancelled by Prefect): an orphaned
+    training would go on writing into the artifacts folder for nothing."""
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
+def _serve(sender: Connection, parent: int) -> None:
     """The child: run each call read from stdin until it closes, answering on `sender`."""
     def log(line: str) -> None:
         sender.send(("log", line))
 
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+
     with banners_filtered():  # TensorFlow's start-up lines, which no environment variable silences
         import tensorflow  # noqa: F401
+    sender.send(("ready", None))
     while True:
         try:
             function, args, kwargs = pickle.load(sys.stdin.buffer)
@@ -202,4 +235,4 @@ def _serve(sender: Connection) -> None:
 
 
 if __name__ == "__main__":  # the child: calls on stdin, answers on the descriptor named in argv
-    _serve(Connection(int(sys.argv[1]), readable=False))
+    _serve(Connection(int(sys.argv[1]), readable=False), int(sys.argv[2]))

@@ -24,6 +24,8 @@ from mnist_models.training import read_manifest
 # Seconds per training epoch of each model on 2 cores (60,000 images, with validation): the
 # relative cost that orders the runs, measured on the 2-core development machine.
 EPOCH_COST = {"dnn": 4.3, "convnet": 13.3, "resnet": 43.0, "resnet_plain": 43.0}
+STALL_FLOOR_SECONDS = 900.0  # never call a training hung sooner: start-up, tracing and a slow disk take time
+STALL_EPOCHS = 10  # ... nor before ten times its expected epoch time has passed without a progress line
 DEFAULT_RUN_MEMORY_MB = 1536.0  # a run's peak before any manifest has measured one (ResNet: about 1 GiB)
 
 
@@ -38,12 +40,18 @@ def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, see
                    versions=library_versions(TRAINING_LIBRARIES))
 
 
-def plan_runs(config: StudyConfig, data_hash: str) -> list[PlannedRun]:
-    """The study's runs, each once with every role it serves: the sweep grid, then the gradient pair, per seed."""
+def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = None) -> list[PlannedRun]:
+    """The study's runs, each once with every role it serves: the sweep grid, then the gradient pair, per seed.
+
+    A training subset of at least `train_images` (the training split's size) is the whole split: the
+    same runs as no subset, under the same run ids.
+    """
+    subset = config.train_subset
+    if subset is not None and train_images is not None and subset >= train_images:
+        subset = None
 
     def spec(model: str, learning_rate: float, epochs: int, seed: int):
-        return run_spec(model, learning_rate, epochs, config.batch_size, seed, config.train_subset,
-                        config.dataset, data_hash)
+        return run_spec(model, learning_rate, epochs, config.batch_size, seed, subset, config.dataset, data_hash)
 
     wanted: list[tuple[Role, RunSpec]] = [
         ("sweep", spec(model, rate, config.epochs, seed))
@@ -138,6 +146,18 @@ def epoch_costs(layout: ArtifactsLayout | None = None) -> dict[str, float]:
     return {**EPOCH_COST, **measured}
 
 
+def stall_seconds(spec: RunSpec, costs: dict[str, float] | None = None, threads: int | None = None) -> float:
+    """How long a training process may go without a progress line before it counts as hung.
+
+    Ten times the run's expected epoch (its model's measured cost on 2 cores, scaled to its images
+    and to one thread when it has one), and never under STALL_FLOOR_SECONDS.
+    """
+    per_epoch = (costs or EPOCH_COST).get(spec.model, max(EPOCH_COST.values()))
+    images = spec.train_subset or 60_000
+    expected = per_epoch * images / 60_000 * (2 if threads == 1 else 1)
+    return max(STALL_FLOOR_SECONDS, STALL_EPOCHS * expected)
+
+
 def expected_cost(run: PlannedRun, costs: dict[str, float] | None = None) -> float:
     """Relative cost of a run: seconds per epoch of its model times its epochs."""
     return (costs or EPOCH_COST).get(run.spec.model, 1.0) * run.spec.epochs
@@ -228,11 +248,13 @@ def parallel_runs(config: StudyConfig, runs_to_train: int, capacity: Capacity, g
     return max(1, min(config.workers or default, capacity.runs_by_memory, runs_to_train))
 
 
-def threads_per_worker(config: StudyConfig, runs_to_train: int, capacity: Capacity, gpu_slots: int = 0) -> int | None:
-    """TensorFlow threads per parallel run: the cores shared among the runs that train at once."""
+def threads_per_worker(config: StudyConfig, lineages_to_train: int, capacity: Capacity,
+                       gpu_slots: int = 0) -> int | None:
+    """TensorFlow threads per training process: the cores shared among the lineages that train at once (a
+    lineage is one process, however many of its runs it writes)."""
     if config.dask_address:
         return None  # the cluster's workers decide
-    return max(1, capacity.cores // parallel_runs(config, runs_to_train, capacity, gpu_slots))
+    return max(1, capacity.cores // parallel_runs(config, max(1, lineages_to_train), capacity, gpu_slots))
 
 
 def study_order(runs: Iterable[EvaluatedRun], model_order: Sequence[str]) -> list[EvaluatedRun]:

@@ -33,8 +33,22 @@ STAMP_KEY = b"mnist_models.prediction_stamp"  # in the Parquet file's key-value 
 
 
 def predict(model, images: np.ndarray) -> np.ndarray:
-    """Softmax probabilities (n, 10) of `model` on `images`, in batches of PREDICT_BATCH."""
-    return model.predict(Feeder(images).batches(PREDICT_BATCH), verbose=0)
+    """Softmax probabilities (n, 10) of `model` on `images`, in batches of PREDICT_BATCH; chance where undefined."""
+    return chance_where_undefined(model.predict(Feeder(images).batches(PREDICT_BATCH), verbose=0))
+
+
+def chance_where_undefined(probabilities: np.ndarray) -> np.ndarray:
+    """Rows that are not numbers (a diverged model's NaN outputs) become uniform: the model knows nothing there.
+
+    Such a model is then scored at chance level (its argmax is class 0, ties going to the first class)
+    instead of failing the evaluation; finite rows are returned as they are, bit for bit.
+    """
+    undefined = ~np.isfinite(probabilities).all(axis=1)
+    if not undefined.any():
+        return probabilities
+    probabilities = np.array(probabilities, copy=True)
+    probabilities[undefined] = 1.0 / probabilities.shape[1]
+    return probabilities
 
 
 def write_predictions(path: str | os.PathLike[str], labels: np.ndarray, probabilities: np.ndarray,

@@ -103,6 +103,7 @@ class TrainedRun(Record):
     spec: RunSpec
     parameters: int
     train_seconds: float
+    diverged_epoch: int | None = None  # the epoch whose loss was not finite; training stopped there
 
 
 class ClassMetrics(Record):
@@ -171,6 +172,29 @@ class EvaluatedRun(Record):
         return "sweep" if "sweep" in self.roles else "gradient"
 
 
+class FailedRun(Record):
+    """A planned run that has no result in this study run, and why (the tables and report list it)."""
+
+    run_id: str
+    model: str
+    learning_rate: float
+    epochs: int
+    seed: int
+    roles: frozenset[Role]
+    cause: str
+
+    @classmethod
+    def of(cls, run: PlannedRun, cause: str) -> "FailedRun":
+        """The failure record of a planned run."""
+        spec = run.spec
+        return cls(run_id=run.run_id, model=spec.model, learning_rate=spec.learning_rate, epochs=spec.epochs,
+                   seed=spec.seed, roles=run.roles, cause=cause)
+
+    def describe(self) -> str:
+        """One line for the log and the flow's final message."""
+        return f"{self.run_id}: {self.cause}"
+
+
 class RunOutcome(Record):
     """What the training grid did with one planned run: its record and scores, or why it failed."""
 
@@ -181,16 +205,37 @@ class RunOutcome(Record):
 
 
 class ChampionDecision(Record):
-    """What tonight's run of one model means for its champion."""
+    """The nightly gate's decision on tonight's run of one model against its champion, with the tests behind it."""
 
     model: str
-    new_accuracy: float
-    champion_accuracy: float | None
+    new_accuracy: float  # tonight's representative run, on the test images
+    champion_accuracy: float | None  # on the same images; None when there is no champion yet
     promoted: bool
-    regressed: bool
-    warning: bool = False  # a drop beyond the tolerance that is not significant: the night passes
+    regressed: bool  # the night fails
+    warning: bool = False  # one sign of a drop that the rule does not count as a regression: the night passes
     p_value: float | None = None  # McNemar's test against the champion on the same test images
     message: str
+    difference: float | None = None  # new_accuracy − champion_accuracy, from the discordant counts
+    only_new_correct: int | None = None  # test images only tonight's run gets right
+    only_champion_correct: int | None = None
+    nights: int = 0  # past nights the gate set tonight beside
+    history_mean: float | None = None  # of those nights' accuracies; None without any
+    history_std: float | None = None  # ddof=1; None with fewer than two nights
+    interval_low: float | None = None  # lower bound of the nights' prediction interval; None below three nights
+    rule: str = ""  # the rule that decided, in words
+    champion_version: int | None = None  # the champion version compared against
+    run_id: str | None = None  # tonight's representative run
+
+    @property
+    def verdict(self) -> str:
+        """The decision in a few words, as the history table's `decision` column shows it."""
+        if self.champion_accuracy is None:
+            return "first champion"
+        if self.promoted:
+            return "promoted"
+        if self.regressed:
+            return "regressed"
+        return "kept (drop within noise)" if self.warning else "kept"
 
 
 class StudyResult(Record):
@@ -199,7 +244,7 @@ class StudyResult(Record):
     artifacts_dir: Path
     planned: int
     runs: tuple[EvaluatedRun, ...] = ()
-    failures: tuple[str, ...] = ()
+    failures: tuple[FailedRun, ...] = ()
     tables: dict[str, Path] = {}
     figures: dict[str, Path] = {}
     report: dict[str, Path] = {}

@@ -60,7 +60,9 @@ def folder_hashes(folder: RunFolder) -> dict[str, str]:
 
 def trained_run(spec: RunSpec, manifest: dict) -> TrainedRun:
     """The record of a finished run, from its manifest."""
-    return TrainedRun(spec=spec, parameters=manifest["trainable_parameters"], train_seconds=manifest["wall_seconds"])
+    diverged = manifest.get("diverged") or {}
+    return TrainedRun(spec=spec, parameters=manifest["trainable_parameters"], train_seconds=manifest["wall_seconds"],
+                      diverged_epoch=diverged.get("epoch"))
 
 
 def configure_threads(threads: int | None) -> None:
@@ -139,6 +141,7 @@ class _State:
     history: list[dict]
     gradients: list[dict]
     histograms: list[dict]
+    diverged: dict | None = None  # the epoch whose loss was not finite, and the last finite epoch's metrics
 
     def save(self, model, folder: RunFolder) -> None:
         """Write the model (weights and optimizer state) and the records into `folder`."""
@@ -214,6 +217,25 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
     if len({spec.lineage for spec in specs}) != 1:
         raise ValueError(f"runs {[spec.run_id for spec in specs]} are not one lineage; expected specs equal but "
                          "for their epochs")
+    runs_dir = next(iter(folders.values())).path.parent
+    checkpoints = checkpoints_of(runs_dir, specs[0])
+    if not resume:  # trained afresh: no earlier state of the lineage may be continued later
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    finished = {spec.run_id: manifest for spec in specs if resume
+                and (manifest := read_manifest(folders[spec.run_id])) is not None}
+    pending = [spec for spec in specs if spec.run_id not in finished]
+    if pending:
+        written = {run.spec.run_id: run for run in _train_pending(
+            pending, train_path, test_path, folders, runs_dir, checkpoints, threads, resume, after_run, log)}
+    else:
+        written = {}
+    return [written.get(spec.run_id) or trained_run(spec, finished[spec.run_id]) for spec in specs]
+
+
+def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[str, RunFolder], runs_dir: Path,
+                   checkpoints: Path, threads: int | None, resume: bool, after_run: AfterRun | None,
+                   log: Callable[[str], None]) -> list[TrainedRun]:
+    """Train a lineage's unfinished runs (in epoch order) from its furthest usable saved state."""
     configure_threads(threads)
     import keras
     import tensorflow as tf
@@ -225,12 +247,12 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
     train = data_lib.stratified_subset(data_lib.load_split(train_path), spec.train_subset, spec.seed)
     test = data_lib.load_split(test_path)
     probe_rows = np.random.default_rng(spec.seed).choice(len(train), min(GRADIENT_BATCH, len(train)), replace=False)
-    runs_dir = next(iter(folders.values())).path.parent
-    start = find_start(spec, runs_dir, specs[0].epochs, frozenset(folders)) if resume else None
-    checkpoints = checkpoints_of(runs_dir, spec)
+    # Any saved state up to the first run still to write: a finished shorter run or a checkpoint.
+    start = find_start(spec, runs_dir, specs[0].epochs, frozenset(run.run_id for run in specs)) if resume else None
     checkpoints.mkdir(parents=True, exist_ok=True)
     # Named like io's temporaries, so that a killed run's live folder is recognised and removed later.
-    live = RunFolder(Path(tempfile.mkdtemp(prefix=f".live.{os.getpid()}.", suffix=".new.tmp", dir=checkpoints)))
+    from mnist_models.io import temporary_directory  # move up to the module's io import when convenient
+    live = RunFolder(temporary_directory(checkpoints / "live"))
     try:
         model, state = _begin(spec, start, live, probe_rows, train, log)
         recorder = _Recorder(model, (train.images[probe_rows], train.labels[probe_rows]))
@@ -242,10 +264,11 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
             state.save(model, live)
         trained, began, started_unix = [], time.perf_counter(), time.time()
         for target in specs:
-            while state.epoch < target.epochs:
+            while state.epoch < target.epochs and state.diverged is None:
                 _train_epoch(model, recorder, state, target, specs[-1].epochs, feed, validation, live, log)
                 state.save(model, live)
-                if state.epoch < specs[-1].epochs and state.epoch not in {other.epochs for other in specs}:
+                if (state.diverged is None and state.epoch < specs[-1].epochs
+                        and state.epoch not in {other.epochs for other in specs}):
                     _checkpoint(live, state.epoch, checkpoints)
             trained.append(_materialize(target, model, state, live, folders[target.run_id], start, len(train),
                                         test, threads, time.perf_counter() - began, started_unix,
@@ -265,7 +288,10 @@ def _begin(spec: RunSpec, start: Start | None, live: RunFolder, probe_rows, trai
     if start is not None:
         log(f"{spec.run_id}: continuing from epoch {start.epoch} of {start.source}")
         shutil.copytree(start.folder.tensorboard, live.tensorboard, dirs_exist_ok=True)
-        return keras.saving.load_model(start.folder.model), _State.load(start.folder, start.epoch)
+        state = _State.load(start.folder, start.epoch)
+        if start.source != "checkpoint":  # a diverged run stays diverged: its weights are not numbers
+            state.diverged = (read_manifest(start.folder) or {}).get("diverged")
+        return keras.saving.load_model(start.folder.model), state
     model = build_model(spec.model)
     _seed_initial_weights(model, spec.seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=spec.learning_rate),
@@ -289,10 +315,17 @@ def _train_epoch(model, recorder: _Recorder, state: _State, spec: RunSpec, last_
     row = {"epoch": state.epoch, **{key: float(fit.history[key][-1]) for key in HISTORY_COLUMNS[1:5]},
            "seconds": seconds}
     state.history.append(row)
-    state.gradients += recorder.gradients(state.epoch)
-    state.histograms += recorder.histogram(state.epoch)
     log(f"{spec.run_id}: epoch {state.epoch}/{last_epoch} loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} "
         f"val_accuracy {row['val_accuracy']:.4f} ({seconds:.1f} s)")
+    if not np.isfinite([row["loss"], row["val_loss"]]).all():  # the weights are no longer numbers: stop here
+        last = state.history[-2] if len(state.history) > 1 else None
+        state.diverged = {"epoch": state.epoch,
+                          "last_finite": None if last is None else {key: last[key] for key in HISTORY_COLUMNS[:5]}}
+        log(f"{spec.run_id}: DIVERGED at epoch {state.epoch} (loss {row['loss']}); training stopped, the run is "
+            f"kept as diverged and scored at chance level")
+        return
+    state.gradients += recorder.gradients(state.epoch)
+    state.histograms += recorder.histogram(state.epoch)
 
 
 def _checkpoint(live: RunFolder, epoch: int, checkpoints: Path) -> None:
@@ -345,7 +378,9 @@ def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: R
             "started_unix": round(started_unix, 3),  # the training job's start and this run's end: the schedule
             "finished_unix": round(time.time(), 3),
             "peak_memory_mb": peak_memory_mb(),
-            "final_metrics": {name: float(final[name]) for name in ("loss", "accuracy", "val_loss", "val_accuracy")},
+            "final_metrics": {name: float(final[name]) if np.isfinite(final[name]) else None
+                              for name in ("loss", "accuracy", "val_loss", "val_accuracy")},
+            "diverged": state.diverged,  # None, or the epoch whose loss was not finite and the last finite metrics
             "files": [path.name for path in folder.training_files],
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

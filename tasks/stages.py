@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 from prefect import get_run_logger
 
+from mnist_models import evaluation as evaluation_lib
 from mnist_models import outputs, tables
 from mnist_models.config import StudyConfig
 from mnist_models.evaluation import StudyRuns
@@ -17,7 +18,8 @@ from mnist_models.io import file_sha256
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, Decision, StageKey, code_closure,
                                      digest, library_versions, package_files)
-from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutcome, Scores, StudyResult, TrainedRun
+from mnist_models.records import (EvaluatedRun, FailedRun, PlannedRun, PreparedData, RunOutcome, Scores, StudyResult,
+                                  TrainedRun)
 from mnist_models.training import read_manifest, trained_run
 from tasks.caching import Ledger, decisions_table, write_decisions
 from tasks.evaluation import model_hash
@@ -51,13 +53,14 @@ def stored_scores(planned: Sequence[PlannedRun], to_train: Sequence[str], data: 
 
 
 def collect(planned: Sequence[PlannedRun], outcomes: Sequence[RunOutcome], scores: dict[str, Scores],
-            data: PreparedData, layout: ArtifactsLayout, ledger: Ledger) -> tuple[list[EvaluatedRun], list[str]]:
-    """Evaluated runs with their roles, and one line per failed run; new evaluations are stored."""
+            data: PreparedData, layout: ArtifactsLayout, ledger: Ledger) -> tuple[list[EvaluatedRun], list[FailedRun]]:
+    """Evaluated runs with their roles, and the failed runs with their causes; new evaluations are stored."""
+    by_id = {run.run_id: run for run in planned}
     roles = {run.run_id: run.roles for run in planned}
     evaluated, failures = [], []
     for outcome in outcomes:
         if outcome.failure:
-            failures.append(f"{outcome.run_id}: {outcome.failure}")
+            failures.append(FailedRun.of(by_id[outcome.run_id], outcome.failure))
             continue
         if outcome.scores is not None:
             key = evaluation_key(outcome.run_id, data, layout)
@@ -72,7 +75,8 @@ def collect(planned: Sequence[PlannedRun], outcomes: Sequence[RunOutcome], score
 
 
 def _runs_key(study: StudyRuns, code: dict[str, str], libraries: Sequence[str]) -> StageKey:
-    return StageKey(parameters={"models": list(study.models)},
+    return StageKey(parameters={"models": list(study.models),
+                                "failures": [failure.model_dump(mode="json") for failure in study.failures]},
                     inputs={run.run_id: digest(run.model_dump(mode="json")) for run in study.runs},
                     code=code, versions=library_versions(libraries))
 
@@ -84,7 +88,8 @@ def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLay
     `before_report` runs between the figures and the report (the nightly gate, whose history the report shows).
     """
     trained_models = {run.model for run in result.runs}
-    study = StudyRuns(result.runs, layout, tuple(model for model in config.model_order if model in trained_models))
+    study = StudyRuns(result.runs, layout, tuple(model for model in config.model_order if model in trained_models),
+                      result.failures)
     table_paths = ledger.stage(
         "tables", "study", _runs_key(study, code_closure("tasks.reporting"), ANALYSIS_LIBRARIES),
         lambda: _written(layout, write_study_tables(study), lambda path: layout.table(path.stem).values()),
@@ -131,6 +136,40 @@ def publish(layout: ArtifactsLayout, ledger: Ledger) -> None:
                           f"(tables/cache_decisions.md says why)")
     names = [name for name in outputs.TABLES if layout.table(name)["parquet"].exists()]
     publish_artifacts(layout, names)
+
+
+def publish_failure(layout: ArtifactsLayout, ledger: Ledger, result: StudyResult) -> None:
+    """When no run has a result: write the failures and cache_decisions tables and publish only what is true now.
+
+    The tables and report on disk are an earlier run's; publishing them as this run's artifacts would
+    report results this run did not produce.
+    """
+    from prefect.artifacts import create_markdown_artifact
+
+    write_decisions(ledger, layout.tables_dir)
+    failures = pd.DataFrame([{**failure.model_dump(include=set(evaluation_lib.FAILURE_COLUMNS)),
+                              "roles": ",".join(sorted(failure.roles))} for failure in result.failures],
+                            columns=evaluation_lib.FAILURE_COLUMNS)
+    tables.write_table(failures, layout.tables_dir, "failures")
+    lines = [f"# No result in this run\n\n{failure_message(result) or 'no run was planned'}\n",
+             "The tables, figures and report on disk are from an earlier run; none was written by this one."]
+    create_markdown_artifact(key="study-report", markdown="\n".join(lines),
+                             description="This run produced no result: every planned run failed")
+
+
+def failure_message(result: StudyResult) -> str:
+    """Every problem of a study run in one message (a data failure, failed runs, a nightly regression), or ""."""
+    parts = []
+    if result.error:
+        parts.append(result.error)
+    if result.failures:
+        parts.append(f"{len(result.failures)} of {result.planned} runs failed (the others are saved and reported; "
+                     "rerun to retrain only the failed ones):\n  "
+                     + "\n  ".join(failure.describe() for failure in result.failures))
+    if result.regressions:
+        parts.append("nightly regression gate failed (a significant drop); champions kept:\n  "
+                     + "\n  ".join(result.regressions))
+    return "\n".join(parts)
 
 
 def summary_text(result: StudyResult) -> str:

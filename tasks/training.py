@@ -20,14 +20,15 @@ from tasks.evaluation import prediction_stamp
 @task(task_run_name="train {specs[0].model} lr={specs[0].learning_rate} s={specs[0].seed}", retries=1,
       retry_delay_seconds=1)
 def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayout, threads: int | None = None,
-                resume: bool = True, gpu: int | None = None) -> list[TrainedRun]:
+                resume: bool = True, gpu: int | None = None, stall_seconds: float | None = None) -> list[TrainedRun]:
     """Train one lineage once, writing each run's folder when it reaches its epochs; return their records.
 
     The lineage is locked while it trains: a second flow (or Dask worker) planning the same runs
     waits, then finds them finished and reuses them. Training continues from the furthest finished
     run or checkpoint of the lineage (`resume`). A crash of the child process fails this task with
-    its cause, and Prefect retries it once, from the last checkpoint. On a GPU machine the child sees
-    only GPU `gpu`, with memory growth on.
+    its cause, and Prefect retries it once, from the last checkpoint; so does a child that reports no
+    progress for `stall_seconds` (it is killed as hung). On a GPU machine the child sees only GPU `gpu`,
+    with memory growth on.
     """
     logger = get_run_logger()
     with run_lock(training_lib.checkpoints_of(layout.runs_dir, specs[0])):
@@ -43,7 +44,7 @@ def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayou
         return call(
             training_lib.train_lineage, specs, layout.absolute(data.train), layout.absolute(data.test),
             {spec.run_id: layout.run(spec.run_id) for spec in specs}, threads=threads, resume=resume,
-            after_run=KeepPredictions(prediction_stamp(data)), log=logger.info,
+            after_run=KeepPredictions(prediction_stamp(data)), log=logger.info, stall_seconds=stall_seconds,
             on_start=lambda pid: logger.info(
                 f"{specs[-1].run_id}: training {specs[0].model} at learning rate {specs[0].learning_rate:g} to "
                 f"epoch(s) {epochs} on {threads or 'all'} thread(s){'' if gpu is None else f' and GPU {gpu}'}, "

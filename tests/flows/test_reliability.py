@@ -3,6 +3,7 @@
 Each test runs `python flows/...` as a user would, against the session's Prefect test server.
 """
 
+import json
 import os
 import re
 import resource
@@ -132,3 +133,73 @@ def test_a_flow_killed_mid_run_resumes_at_its_last_epoch(tmp_path, mnist_dir):
     assert re.search(r"continuing from epoch [23] of checkpoint", output), output[-3000:]
     assert "epoch 1/4" not in output
     assert not [path for path in tmp_path.rglob("*.tmp")]  # the killed run's temporaries were removed
+
+
+LINEAGE = ["--profile", "quick", "--models", "dnn", "--learning-rates", "0.001", "--epochs", "1",
+           "--gradient-models", "dnn", "--gradient-learning-rate", "0.001", "--gradient-epochs", "4",
+           "--train-subset", "20000"]
+
+
+def test_a_lineage_killed_at_epoch_3_of_4_resumes_there_and_ends_with_straight_through_weights(tmp_path, mnist_dir):
+    """SIGKILL of the training process at epoch 3 of a 1+4-epoch lineage: the retry continues from the epoch-3
+    checkpoint, the finished 1-epoch run is neither retrained nor counted failed, and the 4-epoch weights equal
+    those of an uninterrupted run."""
+    killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", "--artifacts-dir", str(killed_dir), *LINEAGE],
+                               cwd=REPOSITORY, env=_environment(mnist_dir), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines, training_pid, killed = [], None, False
+    for line in process.stdout:
+        lines.append(line)
+        match = re.search(r"training dnn .* in process (\d+)", line)
+        if match:
+            training_pid = int(match.group(1))
+        if "epoch 3/4" in line and not killed:
+            deadline = time.monotonic() + 30
+            while not list((killed_dir / "runs" / ".checkpoints").glob("*/epoch-0003/state.json")):
+                assert time.monotonic() < deadline, "".join(lines)[-3000:]
+                time.sleep(0.05)
+            os.kill(training_pid, signal.SIGKILL)
+            killed = True
+    output = "".join(lines)
+    assert process.wait(timeout=600) == 0 and killed, output[-3000:]
+    after_kill = output.split("killed by signal 9", 1)[1]
+    assert "continuing from epoch 3 of checkpoint" in after_kill, output[-3000:]
+    assert "epoch 1/4" not in after_kill and "epoch 2/4" not in after_kill
+    summary = pd.read_parquet(killed_dir / "tables" / "summary.parquet")
+    assert sorted(summary["epochs"]) == [1, 4]  # both runs reported, none failed
+
+    completed = subprocess.run([sys.executable, "flows/full_study.py", "--artifacts-dir", str(straight_dir), *LINEAGE],
+                               cwd=REPOSITORY, env=_environment(mnist_dir), capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    import keras
+
+    def weights(root: Path) -> list:
+        (folder,) = [path for path in (root / "runs").glob("dnn-lr0.001-e4-*") if path.is_dir()]
+        return keras.saving.load_model(folder / "model.keras").get_weights()
+
+    for resumed, straight in zip(weights(killed_dir), weights(straight_dir), strict=True):
+        assert (resumed == straight).all()  # to the last bit
+
+
+def test_a_diverging_learning_rate_is_a_result_not_a_failure(tmp_path, mnist_dir):
+    """LR 1e6 makes the loss NaN: the run stops early, is kept as diverged at chance accuracy, shown as such in the
+    summary and the report, and the flow exits 0 with the other run intact."""
+    options = ["--profile", "quick", "--models", "dnn", "--learning-rates", "1000000,0.001", "--epochs", "3",
+               "--gradient-models", "", "--artifacts-dir", str(tmp_path)]
+    completed = subprocess.run([sys.executable, "flows/full_study.py", *options], cwd=REPOSITORY,
+                               env=_environment(mnist_dir), capture_output=True, text=True, timeout=600)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert re.search(r"dnn-lr1e\+06-\S+: DIVERGED at epoch 1", output), output[-3000:]
+    assert "epoch 2/3" not in output.split("DIVERGED")[0].split("dnn-lr1e+06")[-1]
+    summary = pd.read_parquet(tmp_path / "tables" / "summary.parquet").set_index("learning_rate")
+    assert summary.loc[1e6, "status"] == "diverged at epoch 1"
+    assert summary.loc[1e6, "accuracy"] < 0.2 and summary.loc[0.001, "status"] == "trained"
+    assert summary.loc[0.001, "accuracy"] > 0.8
+    manifest = json.loads(next((tmp_path / "runs").glob("dnn-lr1e+06-*/manifest.json")).read_text())
+    assert manifest["diverged"]["epoch"] == 1 and manifest["parameters"]["epochs"] == 3
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "1 run diverged" in report and "diverged at epoch 1" in report
+    assert pd.read_parquet(tmp_path / "tables" / "failures.parquet").empty

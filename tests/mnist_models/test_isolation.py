@@ -124,3 +124,62 @@ def test_a_new_generation_gets_a_new_process_and_the_old_one_ends():
     with pytest.raises(ProcessLookupError):
         os.kill(first, 0)
     close_workers()
+
+
+def stop_myself(*, log):
+    log("working")
+    os.kill(os.getpid(), signal.SIGSTOP)  # a hang: the process is there, but does nothing
+
+
+def steady(steps, *, log):
+    import time
+
+    for step in range(steps):
+        time.sleep(0.3)
+        log(f"step {step}")
+    return steps
+
+
+def test_a_process_that_reports_no_progress_is_killed_and_named_hung():
+    from mnist_models.isolation import RunStalledError
+
+    worker, started = Worker(), []
+    try:
+        with pytest.raises(RunStalledError, match=r"reported no progress for 2 s and was killed \(hung\)"):
+            worker.call(stop_myself, log=lambda line: None, on_start=started.append, stall_seconds=2)
+        with pytest.raises(ProcessLookupError):
+            os.kill(started[0], 0)  # killed and reaped, not left stopped
+        # Progress keeps a slow call alive: each log line restarts the clock.
+        assert worker.call(steady, 10, log=lambda line: None, stall_seconds=1.5) == 10
+    finally:
+        worker.close()
+
+
+def _parent_of_a_worker(pids):
+    worker = Worker()
+    pids.put(worker.call(add, 1, 1, log=lambda line: None)["pid"])
+    import time
+
+    time.sleep(60)  # killed by the test before this ends
+
+
+def test_a_worker_process_ends_when_its_parent_is_killed():
+    """What cancelling a flow run does to its process: the training processes it started must not live on."""
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    pids = context.Queue()
+    parent = context.Process(target=_parent_of_a_worker, args=(pids,))
+    parent.start()
+    child = pids.get(timeout=120)
+    os.kill(child, 0)  # alive while its parent is
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.join()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"worker process {child} outlived its killed parent {parent.pid}")
