@@ -29,7 +29,7 @@ study: $(STAMP)  ## the whole study (profile full); pass options with ARGS="--pr
 	$(PYTHON) flows/full_study.py $(ARGS)
 
 quick: $(STAMP)  ## every stage on a slice, in about 3 minutes
-	$(PYTHON) flows/full_study.py --profile quick --artifacts-dir artifacts/quick $(ARGS)
+	$(PYTHON) flows/full_study.py --profile quick --artifacts-dir artifacts-quick $(ARGS)
 
 test: $(STAMP)  ## the test suite (slow full-size runs excluded)
 	$(PYTHON) -m pytest $(ARGS)

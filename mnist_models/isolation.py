@@ -79,7 +79,6 @@ class Worker:
         self.environment = dict(environment or {})
         self.process: subprocess.Popen | None = None
         self.receiver: Connection | None = None
-        self.ready = False  # the process has imported what it needs and reads calls
         self.lock = threading.Lock()
 
     def call(self, function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
@@ -103,8 +102,8 @@ class Worker:
                 pass  # the process died already; its exit status says why
             outcome, stalled = None, False
             while outcome is None:
-                # The clock runs once the process is ready: importing TensorFlow is not progress to watch.
-                if stall_seconds is not None and self.ready and not self.receiver.poll(stall_seconds):
+                # Start-up counts too: a process stuck importing TensorFlow is as hung as one stuck in an epoch.
+                if stall_seconds is not None and not self.receiver.poll(stall_seconds):
                     stalled = True
                     process.kill()  # SIGKILL ends a stopped process too
                     process.wait()
@@ -113,9 +112,9 @@ class Worker:
                     kind, payload = self.receiver.recv()
                 except EOFError:
                     break
-                if kind == "ready":
-                    self.ready = True
-                elif kind == "log":
+                if kind == "ready":  # TensorFlow imported: progress, nothing to pass on
+                    continue
+                if kind == "log":
                     log(payload)
                 else:
                     outcome = (kind, payload)
@@ -148,7 +147,7 @@ class Worker:
             pass
         self.process.wait()
         self.receiver.close()
-        self.process, self.receiver, self.ready = None, None, False
+        self.process, self.receiver = None, None
 
 
 def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,

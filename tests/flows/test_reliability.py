@@ -203,3 +203,25 @@ def test_a_diverging_learning_rate_is_a_result_not_a_failure(tmp_path, mnist_dir
     report = (tmp_path / "report" / "report.md").read_text()
     assert "1 run diverged" in report and "diverged at epoch 1" in report
     assert pd.read_parquet(tmp_path / "tables" / "failures.parquet").empty
+
+
+def test_a_hung_training_process_is_killed_retried_and_the_grid_completes(tmp_path, mnist_dir):
+    """SIGSTOP of convnet's training process (a hang: alive, silent): after --stall-timeout seconds without a
+    progress line it is killed and named hung, the lineage is retried in a new process, and the flow exits 0."""
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", "--artifacts-dir", str(tmp_path), *TWO_RUNS,
+                                "--stall-timeout", "20"],
+                               cwd=REPOSITORY, env=_environment(mnist_dir), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines, stopped = [], None
+    for line in process.stdout:
+        lines.append(line)
+        match = TRAINING_PROCESS.search(line)
+        if match and stopped is None:
+            stopped = int(match.group(2))
+            os.kill(stopped, signal.SIGSTOP)
+    output = "".join(lines)
+    assert process.wait(timeout=600) == 0 and stopped, output[-3000:]
+    assert "reported no progress for 20 s and was killed (hung)" in output, output[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(stopped, 0)  # killed and reaped, not left stopped
+    assert sorted(pd.read_parquet(tmp_path / "tables" / "summary.parquet")["model"]) == ["convnet", "dnn"]

@@ -145,11 +145,13 @@ def test_a_process_that_reports_no_progress_is_killed_and_named_hung():
 
     worker, started = Worker(), []
     try:
+        worker.call(add, 1, 1, log=lambda line: None)  # started: importing TensorFlow takes longer than 2 s here
         with pytest.raises(RunStalledError, match=r"reported no progress for 2 s and was killed \(hung\)"):
             worker.call(stop_myself, log=lambda line: None, on_start=started.append, stall_seconds=2)
         with pytest.raises(ProcessLookupError):
             os.kill(started[0], 0)  # killed and reaped, not left stopped
         # Progress keeps a slow call alive: each log line restarts the clock.
+        worker.call(add, 1, 1, log=lambda line: None)
         assert worker.call(steady, 10, log=lambda line: None, stall_seconds=1.5) == 10
     finally:
         worker.close()
