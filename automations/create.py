@@ -26,6 +26,8 @@ from prefect.client.orchestration import get_client
 from prefect.events.schemas.automations import AutomationCore
 from prefect.exceptions import ObjectNotFound
 
+from mnist_models.download import redact_url
+
 AUTOMATION_FILE = Path(__file__).with_name("nightly-retrain-failed.yaml")
 WEBHOOK_BLOCK = "nightly-retrain-failure-webhook"
 
@@ -36,9 +38,15 @@ def _webhook_url() -> str:
     if not url:
         raise ValueError("WEBHOOK_URL is not set: run `make automation WEBHOOK_URL=https://...` "
                          "with the URL that should receive failure notifications")
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
-        raise ValueError(f"WEBHOOK_URL must be an http:// or https:// URL with a host, got {url!r}")
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        hostname = parsed.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parsed, hostname = None, None
+    if parsed is None or parsed.scheme not in {"http", "https"} or not hostname:
+        # The path and query of a webhook URL are its secret (a token): show scheme and host only.
+        raise ValueError(f"WEBHOOK_URL must be an http:// or https:// URL with a host, got "
+                         f"{redact_url(url, keep_path=False)!r}")
     return url
 
 
@@ -57,7 +65,7 @@ def create_automation(webhook_url: str, automation_file: Path = AUTOMATION_FILE)
         try:
             client.read_deployment_by_name(deployment)
         except ObjectNotFound:
-            raise ValueError(f"deployment {deployment!r} not found on {client.api_url}: run "
+            raise ValueError(f"deployment {deployment!r} not found on {redact_url(str(client.api_url))}: run "
                              "`prefect deploy --all` from the repository root first (docs/service.md)") from None
 
         webhook = Webhook(url=webhook_url, headers={"Content-Type": "application/json"})

@@ -136,17 +136,34 @@ def config_parser(config_type: type[BaseModel], description: str) -> argparse.Ar
 
 
 def parse_config(config_type: type[ConfigT], description: str, argv: list[str] | None) -> ConfigT:
-    """Parse the command line into a validated configuration, checking mirrors and the artifacts root too."""
+    """Parse the command line into a validated configuration, then run the preflight checks on this machine."""
     options = {name: value for name, value in vars(config_parser(config_type, description).parse_args(argv)).items()
                if value is not None}
     if options.get("refresh") == []:  # a bare --refresh: every stage
         options["refresh"] = "all"
     config = config_type.validated(**options)
+    preflight(config)
+    return config
+
+
+def preflight(config: DataConfig) -> None:
+    """Check `config` against this machine: usable mirrors, a writable artifacts root, workers that fit (ValueError)."""
+    # The configuration checks itself wherever it is built; these checks depend on the machine it runs on.
     for mirror in resolve_mirrors(config.dataset, list(config.mirrors or ())):
         normalize_mirror(mirror)
     layout = ArtifactsLayout.at(ensure_writable_directory(config.artifacts_dir))
     if isinstance(config, StudyConfig):
         check_workers(config, machine_capacity(layout))
+
+
+def checked_config(config: StudyConfig | dict) -> StudyConfig:
+    """A flow's configuration as a deployment or a caller gave it, validated and checked against this machine.
+
+    Deployment parameters arrive as a dict; each bad value gets the command line's one-line message.
+    """
+    if not isinstance(config, StudyConfig):
+        config = StudyConfig.validated(**dict(config or {}))
+    preflight(config)
     return config
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mnist_models.architectures import check_model_name
 from mnist_models.datasets import get_dataset
@@ -22,7 +23,18 @@ from mnist_models.nightly import nightly_seed
 Profile = Literal["full", "quick", "replicated"]
 STUDY_SEED = 42
 STAGES = ("data", "train", "evaluate", "tables", "figures", "report")  # what --refresh can name
+NIGHTLY_FOLDER = "nightly"  # a nightly run's root inside the artifacts directory
 SEED_LIMIT = 2**32  # NumPy and TensorFlow seeds are unsigned 32-bit
+
+# Upper bounds that catch a typo (an extra zero, a seed typed into --epochs) before any work starts,
+# while leaving room far beyond the study's own settings:
+MAX_EPOCHS = 1000  # the study trains 10 and 20 epochs; 1,000 epochs of one run already take days on a CPU
+MAX_BATCH_SIZE = 60_000  # the whole MNIST training set: a larger batch is the same single batch
+MAX_SEEDS = 100  # seeds per cell (--replicates or --seeds): 100 copies of the grid is weeks of training
+MAX_WORKERS = 256  # parallel training processes: more than the cores of any one machine we would meet
+MAX_KEEP_NIGHTS = 3650  # ten years of nightly run folders
+_UPPER_LIMITS = {"epochs": MAX_EPOCHS, "gradient_epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE,
+                 "replicates": MAX_SEEDS, "workers": MAX_WORKERS, "keep_nights": MAX_KEEP_NIGHTS}
 
 # Values that differ from the class defaults (which are the study's own settings, profile `full`).
 PROFILES: dict[str, dict[str, object]] = {
@@ -89,27 +101,34 @@ class StudyConfig(DataConfig):
                                                  "replicated = the study with 3 seeds per cell")
     models: tuple[str, ...] = Field(("dnn", "convnet", "resnet"), description="models of the learning-rate sweep")
     learning_rates: tuple[float, ...] = Field((0.1, 0.01, 0.001, 0.0001), description="learning rates of the sweep")
-    epochs: int = Field(10, description="epochs per sweep run")
-    batch_size: int = Field(32, description="training batch size")
+    epochs: int = Field(10, description=f"epochs per sweep run (1 to {MAX_EPOCHS})")
+    batch_size: int = Field(32, description=f"training batch size (1 to {MAX_BATCH_SIZE})")
     seed: int | None = Field(None, description=f"random seed of every run (default {STUDY_SEED}; a nightly run: "
                                                "the date as YYYYMMDD)")
-    seeds: tuple[int, ...] | None = Field(None, description="train every cell once per seed, e.g. 42,43,44 "
-                                                            "(default: --seed alone)")
-    replicates: int | None = Field(None, description="train every cell with this many seeds: --seed, --seed + 1, ...")
+    seeds: tuple[int, ...] | None = Field(None, description=f"train every cell once per seed, e.g. 42,43,44; at most "
+                                                            f"{MAX_SEEDS} seeds (default: --seed alone)")
+    replicates: int | None = Field(None, description="train every cell with this many seeds: --seed, --seed + 1, ... "
+                                                     f"(1 to {MAX_SEEDS}; every seed below 2**32)")
     train_subset: int | None = Field(None, description="train on a stratified subset of this many images (default: all)")
     gradient_models: tuple[str, ...] = Field(("resnet_plain", "resnet"),
                                              description="models of the gradient experiment ('' for none)")
     gradient_learning_rate: float = Field(0.001, description="learning rate of the gradient experiment")
-    gradient_epochs: int = Field(20, description="epochs of the gradient experiment")
-    workers: int | None = Field(None, description="parallel training processes (default: one per core)")
-    dask_address: str | None = Field(None, description="train on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+    gradient_epochs: int = Field(20, description=f"epochs of the gradient experiment (1 to {MAX_EPOCHS})")
+    workers: int | None = Field(None, description=f"parallel training processes, 1 to {MAX_WORKERS} "
+                                                  "(default: one per core)")
+    dask_address: str | None = Field(None, description="train on an existing Dask cluster: a tcp:// or tls:// address "
+                                                       "with host and port, e.g. tcp://10.0.0.5:8786")
+    stall_timeout: float | None = Field(
+        None, gt=0, le=7 * 24 * 3600,
+        description="seconds without a progress line after which a training process counts as hung: it is killed "
+                    "and retried once (default: ten times the run's expected epoch time, at least 15 minutes)")
     nightly: bool = Field(False, description="nightly retraining: date seed, history, champions and the regression gate")
     regression_tolerance: float = Field(
         0.005, description="nightly: fail if a model's accuracy drops more than this below its champion")
     significance_level: float = Field(
         0.05, description="nightly: a drop fails the night only when McNemar's test against the champion has p below this")
     keep_nights: int = Field(14, description="nightly: keep the run folders of this many recent nights (and every "
-                                             "champion's); prune the rest")
+                                             f"champion's), 1 to {MAX_KEEP_NIGHTS}; prune the rest")
 
     @model_validator(mode="before")
     @classmethod
@@ -133,6 +152,12 @@ class StudyConfig(DataConfig):
         seed = self.seed if self.seed is not None else (nightly_seed(today) if self.nightly else STUDY_SEED)
         return self.model_copy(update={"seed": seed, "artifacts_dir": Path(self.artifacts_dir).resolve()})
 
+    @property
+    def output_root(self) -> Path:
+        """Where this run writes: the artifacts directory, or for a nightly run its own `nightly/` inside it, so
+        that the nightly and the on-demand study never delete, overwrite or invalidate each other's files."""
+        return Path(self.artifacts_dir) / NIGHTLY_FOLDER if self.nightly else Path(self.artifacts_dir)
+
     @field_validator("models", "gradient_models")
     @classmethod
     def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -143,7 +168,11 @@ class StudyConfig(DataConfig):
     @field_validator("learning_rates")
     @classmethod
     def _positive_learning_rates(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        return _each_once(tuple(_check_learning_rate(rate) for rate in value), "learning rates")
+        rates = _each_once(tuple(_check_learning_rate(rate) for rate in value), "learning rates")
+        for index, rate in enumerate(rates):
+            for other in rates[index + 1:]:
+                _check_printed_apart(rate, other)
+        return rates
 
     @field_validator("gradient_learning_rate")
     @classmethod
@@ -152,23 +181,41 @@ class StudyConfig(DataConfig):
 
     @field_validator("epochs", "gradient_epochs", "batch_size", "keep_nights")
     @classmethod
-    def _at_least_one(cls, value: int) -> int:
+    def _at_least_one(cls, value: int, info: ValidationInfo) -> int:
         if value < 1:
             raise ValueError(f"must be at least 1, got {value}")
-        return value
+        return _at_most(value, info.field_name)
 
     @field_validator("seeds")
     @classmethod
     def _seeds_in_range(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
         for seed in value or ():
             cls._seed_range(seed)
+        if value is not None and len(value) > MAX_SEEDS:
+            raise ValueError(f"got {len(value)} seeds; expected at most {MAX_SEEDS}")
         return _each_once(value, "seeds") if value is not None else None
 
     @field_validator("workers", "train_subset", "replicates")
     @classmethod
-    def _positive_or_none(cls, value: int | None) -> int | None:
+    def _positive_or_none(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value < 1:
             raise ValueError(f"must be at least 1 (or left unset), got {value}")
+        return value if value is None else _at_most(value, info.field_name)
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        expected = (f"expected a tcp:// or tls:// address with a host and a port, such as tcp://10.0.0.5:8786, "
+                    f"got {value!r}")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            port = parts.port
+        except ValueError:  # an unclosed IPv6 bracket, a port that is no number or above 65535
+            raise ValueError(expected) from None
+        if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None or parts.path not in ("", "/"):
+            raise ValueError(expected)
         return value
 
     @field_validator("seed")
@@ -198,6 +245,25 @@ class StudyConfig(DataConfig):
             raise ValueError("give --seeds or --replicates, not both")
         if self.seeds == ():
             raise ValueError("seeds is empty; expected at least one seed such as 42")
+        last_seed = (STUDY_SEED if self.seed is None else self.seed) + (self.replicates or 1) - 1
+        if last_seed >= SEED_LIMIT:
+            raise ValueError(
+                f"--seed {self.seed} with --replicates {self.replicates} trains with seeds up to {last_seed}; "
+                f"expected every seed in [0, 2**32): a --seed of at most {SEED_LIMIT - self.replicates}, "
+                "or fewer replicates"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gradient_rate_printed_apart(self) -> "StudyConfig":
+        gradient_rate = self.gradient_learning_rate
+        for rate in self.learning_rates if self.gradient_models else ():
+            if rate != gradient_rate and f"{rate:g}" == f"{gradient_rate:g}":
+                raise ValueError(
+                    f"gradient_learning_rate {gradient_rate!r} and learning rate {rate!r} are both printed as "
+                    f"{rate:g} in run ids and tables; expected the same rate, or one that differs in its first "
+                    "6 significant digits"
+                )
         return self
 
     @model_validator(mode="after")
@@ -224,13 +290,30 @@ class StudyConfig(DataConfig):
 
     def report_settings(self) -> dict[str, object]:
         """The settings a report lists: those that shape the results, not where or how fast they ran."""
-        return self.model_dump(mode="json", exclude={"artifacts_dir", "refresh", "workers", "dask_address", "mirrors"})
+        return self.model_dump(mode="json", exclude={"artifacts_dir", "refresh", "workers", "dask_address", "mirrors",
+                                                     "stall_timeout"})
 
 
 def _each_once(values: tuple, what: str) -> tuple:
     if len(set(values)) != len(values):
         raise ValueError(f"{what} are listed twice in {list(values)}; expected each once")
     return values
+
+
+def _at_most(value: int, field_name: str) -> int:
+    limit = _UPPER_LIMITS.get(field_name)
+    if limit is not None and value > limit:
+        raise ValueError(f"must be at most {limit:,}, got {value:,}")
+    return value
+
+
+def _check_printed_apart(rate: float, other: float) -> None:
+    """Refuse two learning rates of the sweep that run ids and tables would print alike (`f"{rate:g}"`)."""
+    if f"{rate:g}" == f"{other:g}":
+        raise ValueError(
+            f"learning rates {rate!r} and {other!r} are both printed as {rate:g} in run ids and tables; "
+            "expected rates that differ in their first 6 significant digits"
+        )
 
 
 def _check_learning_rate(rate: float) -> float:

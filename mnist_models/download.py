@@ -8,9 +8,11 @@ HTTP 404 move on to the next mirror at once.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
+import io
 import os
 import tempfile
 import time
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mnist_models.idx import gunzip
+from mnist_models.idx import iter_gunzip
 from mnist_models.io import atomic_path, is_disk_full
 
 SUPPORTED_SCHEMES = ("http", "https", "file")
@@ -68,35 +70,54 @@ class DownloadedFile:
     sha256: str
 
 
+def redact_url(url: str, keep_path: bool = True) -> str:
+    """`url` as it may be shown: never its user name, password or query; with keep_path=False, scheme and host alone."""
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "…"
+    host = parts.netloc.rpartition("@")[2]
+    if not keep_path:
+        return f"{parts.scheme}://{host}/…" if parts.scheme and host else "…"
+    if "@" not in parts.netloc and not parts.query:
+        return str(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=host, query="…" if parts.query else ""))
+
+
 def normalize_mirror(mirror: str) -> str:
     """Return a mirror as a URL ending in '/', turning a local directory into a file:// URL."""
     mirror = str(mirror).strip()
     if not mirror:
         raise ValueError("empty mirror; expected an http(s):// URL, a file:// URL or a local directory")
-    scheme = urllib.parse.urlsplit(mirror).scheme
-    if scheme in ("", *"abcdefghijklmnopqrstuvwxyz"):  # a path (single letter: a Windows drive)
+    parts = urllib.parse.urlsplit(mirror)
+    if parts.scheme in ("", *"abcdefghijklmnopqrstuvwxyz"):  # a path (single letter: a Windows drive)
         path = Path(mirror).expanduser().resolve()
         if not path.is_dir():
             raise ValueError(f"mirror {mirror!r} is not an existing directory nor a URL")
         return path.as_uri() + "/"
-    if scheme not in SUPPORTED_SCHEMES:
+    if parts.scheme not in SUPPORTED_SCHEMES:
         raise ValueError(
-            f"mirror {mirror!r} has unsupported scheme {scheme!r}; expected http://, https://, "
+            f"mirror {redact_url(mirror)!r} has unsupported scheme {parts.scheme!r}; expected http://, https://, "
             "file:// or a local directory"
         )
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ValueError(f"mirror {redact_url(mirror)!r} names no host; expected an http(s) URL with a host, "
+                         "such as https://example.org/mnist/")
     return mirror if mirror.endswith("/") else mirror + "/"
 
 
 def verify_content(compressed: bytes, filename: str, expected_md5: str, source: str) -> VerifiedFile:
-    """Decompress `compressed` and check its MD5, raising ChecksumError naming file, source and sums."""
-    content = gunzip(compressed, name=f"{filename} from {source}")
-    actual_md5 = hashlib.md5(content, usedforsecurity=False).hexdigest()
-    if actual_md5 != expected_md5:
+    """Inflate `compressed` chunk by chunk (capped) and check its MD5; ChecksumError names file, source and sums."""
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    for chunk in iter_gunzip(io.BytesIO(compressed), name=f"{filename} from {source}"):
+        md5.update(chunk)
+        sha256.update(chunk)
+    if md5.hexdigest() != expected_md5:
         raise ChecksumError(
             f"checksum mismatch for {filename} from {source}: MD5 of the uncompressed bytes is "
-            f"{actual_md5}, expected {expected_md5}"
+            f"{md5.hexdigest()}, expected {expected_md5}"
         )
-    return VerifiedFile(filename, source, compressed, actual_md5, hashlib.sha256(content).hexdigest())
+    return VerifiedFile(filename, source, compressed, md5.hexdigest(), sha256.hexdigest())
 
 
 @contextlib.contextmanager
@@ -107,7 +128,13 @@ def _open_url(url: str, timeout: float) -> Iterator[tuple[BinaryIO, int | None]]
         with open(path, "rb") as stream:
             yield stream, os.fstat(stream.fileno()).st_size
         return
-    request = urllib.request.Request(url, headers={"User-Agent": "mnist-study/0.1"})
+    # Credentials in the URL go in a header that no redirect carries on, and no urllib error text can echo.
+    parts = urllib.parse.urlsplit(url)
+    without_credentials = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(without_credentials, headers={"User-Agent": "mnist-study/0.1"})
+    if parts.username is not None:
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
     with urllib.request.urlopen(request, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
         yield response, int(length) if length and length.isdigit() else None
@@ -120,16 +147,16 @@ def _too_large(filename: str, url: str, max_bytes: int, size: str) -> DownloadTo
     )
 
 
-def _download(url: str, filename: str, target: Path, timeout: float, max_bytes: int) -> int:
-    """Stream `url` into `target` in chunks of CHUNK_BYTES, at most `max_bytes`; return the bytes received."""
+def _download(url: str, filename: str, target: Path, timeout: float, max_bytes: int, shown: str) -> int:
+    """Stream `url` (`shown` in messages) into `target` in chunks, at most `max_bytes`; return the bytes received."""
     with _open_url(url, timeout) as (stream, announced), open(target, "wb") as sink:
         if announced is not None and announced > max_bytes:
-            raise _too_large(filename, url, max_bytes, f"Content-Length {announced:,}")
+            raise _too_large(filename, shown, max_bytes, f"Content-Length {announced:,}")
         received = 0
         while chunk := stream.read(CHUNK_BYTES):
             received += len(chunk)
             if received > max_bytes:
-                raise _too_large(filename, url, max_bytes, f"more than {max_bytes:,} bytes received")
+                raise _too_large(filename, shown, max_bytes, f"more than {max_bytes:,} bytes received")
             try:
                 sink.write(chunk)
             except OSError as error:
@@ -157,15 +184,16 @@ def _fetch_into(
     failures: list[str] = []
     for mirror in (normalize_mirror(mirror) for mirror in mirrors):
         url = urllib.parse.urljoin(mirror, filename)
+        shown = redact_url(url)  # the name in messages and logs: no user name or password
         for attempt in range(1, attempts + 1):
             try:
-                size = _download(url, filename, target, timeout, max_bytes)
-                verified = verify_content(target.read_bytes(), filename, expected_md5, url)
-                log(f"{filename}: verified from {url} ({size:,} bytes)")
+                size = _download(url, filename, target, timeout, max_bytes, shown)
+                verified = verify_content(target.read_bytes(), filename, expected_md5, shown)
+                log(f"{filename}: verified from {shown} ({size:,} bytes)")
                 return verified
             except ValueError as error:  # checksum, gzip or size: the mirror serves bad content
-                failures.append(f"{url}: {error}")
-                log(f"{filename}: rejected {url}: {error}")
+                failures.append(f"{shown}: {error}")
+                log(f"{filename}: rejected {shown}: {error}")
                 break
             except Exception as error:  # noqa: BLE001 - any I/O failure moves on to the next try
                 if is_disk_full(error):
@@ -173,11 +201,11 @@ def _fetch_into(
                 reason = f"{type(error).__name__}: {error}"
                 if attempt < attempts and _is_transient(error):
                     delay = backoff_seconds * 2 ** (attempt - 1)
-                    log(f"{filename}: {url} failed ({reason}); retry {attempt + 1}/{attempts} in {delay:g} s")
+                    log(f"{filename}: {shown} failed ({reason}); retry {attempt + 1}/{attempts} in {delay:g} s")
                     time.sleep(delay)
                     continue
-                failures.append(f"{url}: {reason}")
-                log(f"{filename}: {url} failed ({reason}); trying the next mirror")
+                failures.append(f"{shown}: {reason}")
+                log(f"{filename}: {shown} failed ({reason}); trying the next mirror")
                 break
     raise MirrorsExhaustedError(
         f"could not get a verified {filename} from any mirror; tried:\n  " + "\n  ".join(failures)

@@ -1,9 +1,10 @@
 """Atomic file writing: every output appears under its final name complete, or not at all.
 
-Temporaries are written beside their final name as `.{name}.{pid}.{random}.{kind}.tmp`: the pid says
-which process wrote it, so `remove_stale_temporaries` can tell a live writer's work from a dead one's.
-Kinds: `new` (being written), `old` (a folder renamed aside while its replacement goes in), `trash`
-(a folder being deleted).
+Temporaries are written beside their final name as `.{name}.{pid}@{host}.{random}.{kind}.tmp`: the pid
+and host say which process wrote it, so `remove_stale_temporaries` can tell a live writer's work from a
+dead one's, and leaves another host's alone (an artifacts folder may be shared across hosts). Kinds:
+`new` (being written), `old` (a folder renamed aside while its replacement goes in), `trash` (a folder
+being deleted). Outputs get the permissions the process umask allows, as any file it creates would.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,9 +63,36 @@ def translating_disk_full(path: str | os.PathLike[str], bytes_needed: int | None
         ) from error
 
 
+_HOST_TAG_LENGTH = 32  # keeps a temporary's name well below NAME_MAX (255) whatever the final name
+
+
+def host_tag() -> str:
+    """This host's name as it appears in temporaries and locks: only letters, digits and '-', at most 32 characters."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:_HOST_TAG_LENGTH] or "unknown-host"
+
+
 def _temporary_affixes(final: Path, kind: str) -> tuple[str, str]:
-    """The mkstemp/mkdtemp prefix and suffix of a temporary for `final`: `.{name}.{pid}.` and `.{kind}.tmp`."""
-    return f".{final.name}.{os.getpid()}.", f".{kind}.tmp"
+    """The mkstemp/mkdtemp prefix and suffix of a temporary for `final`: `.{name}.{pid}@{host}.` and `.{kind}.tmp`."""
+    return f".{final.name}.{os.getpid()}@{host_tag()}.", f".{kind}.tmp"
+
+
+def temporary_directory(final: str | os.PathLike[str], kind: str = "new") -> Path:
+    """Create an empty folder beside `final`, named as this process's temporary so a later cleanup knows its writer."""
+    prefix, suffix = _temporary_affixes(Path(final), kind)
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=Path(final).parent))
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it where the system shows it (Linux: /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # elsewhere: set and restore (another thread creating a file meanwhile gets 022)
+    os.umask(umask)
+    return umask
 
 
 @contextlib.contextmanager
@@ -80,7 +110,7 @@ def atomic_path(path: str | os.PathLike[str], bytes_needed: int | None = None) -
         temporary_path = Path(temporary)
         try:
             yield temporary_path
-            os.chmod(temporary_path, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+            os.chmod(temporary_path, 0o666 & ~process_umask())  # mkstemp creates 0600, whatever the umask
             os.replace(temporary_path, final)
         finally:
             temporary_path.unlink(missing_ok=True)
@@ -97,11 +127,10 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     with translating_disk_full(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        prefix, suffix = _temporary_affixes(final, "new")
-        temporary = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=final.parent))
+        temporary = temporary_directory(final, "new")
         try:
             yield temporary
-            os.chmod(temporary, 0o755)  # mkdtemp creates 0700
+            os.chmod(temporary, 0o777 & ~process_umask())  # mkdtemp creates 0700, whatever the umask
             _swap_in(temporary, final)
         finally:
             if temporary.exists():
@@ -110,8 +139,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def _rename_aside(final: Path, kind: str) -> Path:
     """Rename `final` to a new temporary name beside it (kind `old` or `trash`) and return that name."""
-    prefix, suffix = _temporary_affixes(final, kind)
-    aside = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=final.parent))
+    aside = temporary_directory(final, kind)
     try:
         os.rename(final, aside)  # replaces the empty placeholder mkdtemp made to reserve the name
     except OSError:
@@ -149,14 +177,20 @@ def directory_bytes(path: str | os.PathLike[str]) -> int:
                for folder, _, names in os.walk(path) for name in names)
 
 
-def _parse_temporary(name: str) -> tuple[str, int, str] | None:
-    """(final name, writer pid, kind) of a temporary's file name, or None if it is not one of ours."""
+_WRITER = re.compile(r"(?P<pid>[0-9]+)(?:@(?P<host>[A-Za-z0-9-]+))?")  # `{pid}@{host}`, or `{pid}` alone
+
+
+def _parse_temporary(name: str) -> tuple[str, int, str | None, str] | None:
+    """(final name, writer pid, writer host or None for a name from before hosts, kind), or None if not ours."""
     if not (name.startswith(".") and name.endswith(".tmp")):
         return None
     parts = name[1:-len(".tmp")].rsplit(".", 3)
-    if len(parts) != 4 or not parts[1].isdigit() or parts[3] not in ("new", "old", "trash"):
+    if len(parts) != 4 or parts[3] not in ("new", "old", "trash"):
         return None
-    return parts[0], int(parts[1]), parts[3]
+    writer = _WRITER.fullmatch(parts[1])
+    if writer is None:
+        return None
+    return parts[0], int(writer["pid"]), writer["host"], parts[3]
 
 
 def _is_alive(pid: int) -> bool:
@@ -178,22 +212,24 @@ def _is_zombie(pid: int) -> bool:
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
-    """Clean up after writers that died, anywhere under `directory`; return the temporaries handled.
+    """Clean up after this host's writers that died, anywhere under `directory`; return the temporaries handled.
 
-    A temporary whose writer's pid is no longer alive is deleted, except an old folder renamed
-    aside whose final name is now empty: that one is renamed back. A live writer's temporaries
-    are never touched. Pids are this machine's: run it on artifacts only this machine writes.
+    A temporary whose writer's pid is no longer alive on this host is deleted, except an old folder renamed
+    aside whose final name is now empty: that one is renamed back. A live writer's temporaries, another
+    host's (its pids mean nothing here) and anything under a nested artifacts root (a subfolder holding
+    its own `.lock`: another run's) are never touched. Names without a host are taken as this host's.
     """
-    handled = []
+    this_host, handled = host_tag(), []
     for folder, subfolders, names in os.walk(directory):
+        subfolders[:] = [name for name in subfolders if not os.path.lexists(os.path.join(folder, name, ".lock"))]
         for name in [*subfolders, *names]:
             parsed = _parse_temporary(name)
             if parsed is None:
                 continue
-            final_name, pid, kind = parsed
+            final_name, pid, host, kind = parsed
             if name in subfolders:
                 subfolders.remove(name)  # never walk into a temporary
-            if _is_alive(pid):
+            if host not in (None, this_host) or _is_alive(pid):
                 continue
             temporary, final = Path(folder) / name, Path(folder) / final_name
             if kind == "old" and not final.exists():

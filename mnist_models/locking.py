@@ -6,9 +6,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
+
+from mnist_models.io import host_tag
 
 
 class ArtifactsLockedError(RuntimeError):
@@ -19,14 +23,30 @@ class RunLockTimeoutError(TimeoutError):
     """Another process held a run folder's lock for longer than this one would wait."""
 
 
+def _open_lock_file(path: Path) -> TextIO:
+    """Open (or create) the lock file itself: never a file a planted symbolic link points at, nor a non-file."""
+    try:  # O_NONBLOCK: a FIFO planted under the name must not hang the open
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    except OSError as error:
+        if not path.is_symlink():
+            raise
+        raise ValueError(f"lock file {str(path)!r} is a symbolic link (to {os.readlink(path)!r}); expected a regular "
+                         "file: remove the link (someone else may have planted it) and run again") from error
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ValueError(f"lock file {str(path)!r} is not a regular file; expected a regular file: remove it and "
+                         "run again")
+    return os.fdopen(descriptor, "r+")
+
+
 @contextlib.contextmanager
 def _exclusive(path: Path, timeout: float | None, poll: float, busy: Callable[[str], Exception]) -> Iterator[Path]:
     """Hold an flock on `path` for the block, waiting up to `timeout` seconds (None: for ever).
 
-    The file records its holder ("pid N since ..."); `busy(holder)` is raised when the wait runs out.
+    The file records its holder ("pid N on host H since ..."); `busy(holder)` is raised when the wait runs out.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with _open_lock_file(path) as handle:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -35,11 +55,12 @@ def _exclusive(path: Path, timeout: float | None, poll: float, busy: Callable[[s
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
                     handle.seek(0)
-                    raise busy(handle.read().strip() or "another process") from None
+                    holder = handle.readline(200).strip()  # written by another process: one short line at most
+                    raise busy(holder or "another process") from None
                 time.sleep(poll)
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.write(f"pid {os.getpid()} on host {host_tag()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         handle.flush()
         try:
             yield path

@@ -12,7 +12,6 @@ import os
 import platform
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pandas as pd
 
 from mnist_models import data as data_lib
 from mnist_models.feeding import Feeder
-from mnist_models.io import atomic_directory, file_sha256, write_json
+from mnist_models.io import atomic_directory, file_sha256, temporary_directory, write_json
 from mnist_models.isolation import peak_memory_mb
 from mnist_models.layout import RunFolder
 from mnist_models.records import RunSpec, TrainedRun
@@ -251,7 +250,6 @@ def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[st
     start = find_start(spec, runs_dir, specs[0].epochs, frozenset(run.run_id for run in specs)) if resume else None
     checkpoints.mkdir(parents=True, exist_ok=True)
     # Named like io's temporaries, so that a killed run's live folder is recognised and removed later.
-    from mnist_models.io import temporary_directory  # move up to the module's io import when convenient
     live = RunFolder(temporary_directory(checkpoints / "live"))
     try:
         model, state = _begin(spec, start, live, probe_rows, train, log)

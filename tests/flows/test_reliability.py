@@ -69,7 +69,7 @@ def test_a_run_killed_twice_is_reported_and_loses_only_itself(tmp_path, mnist_di
 
 
 def _writer_alive(path: Path) -> bool:
-    pid = int(path.name.split(".")[2])
+    pid = int(path.name.rsplit(".", 4)[1].split("@")[0])
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

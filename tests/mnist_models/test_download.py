@@ -1,5 +1,5 @@
 """Tests for mnist_models.download: checksums on uncompressed bytes, mirror fall-through, URL checks,
-network faults and size limits.
+network faults, size limits (a decompression bomb too), and credentials in mirror URLs kept out of messages.
 
 HTTP mirrors are real `ThreadingHTTPServer`s on 127.0.0.1, started by the tests themselves; the
 faulty ones cut connections, reset them, stall or send too much, for real.
@@ -7,14 +7,20 @@ faulty ones cut connections, reset them, stall or send too much, for real.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hashlib
 import io
+import json
 import socket
 import struct
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,8 +33,10 @@ from mnist_models.download import (
     download_verified,
     fetch_verified,
     normalize_mirror,
+    redact_url,
     verify_content,
 )
+from mnist_models.idx import MAX_UNCOMPRESSED_BYTES
 from tests.mnist_models.test_io import run_with_file_size_limit
 
 LABELS = "t10k-labels-idx1-ubyte.gz"
@@ -212,6 +220,34 @@ def test_empty_mirror_is_rejected(mirror):
         normalize_mirror(mirror)
 
 
+@pytest.mark.parametrize("mirror", ["http:/x", "https:///mnist/", "http://user:pw@/mnist/", "https://:8000/"])
+def test_a_web_mirror_without_a_host_is_rejected(mirror):
+    with pytest.raises(ValueError, match="names no host; expected an http\\(s\\) URL with a host"):
+        normalize_mirror(mirror)
+
+
+def test_a_rejected_mirror_is_named_without_its_password():
+    with pytest.raises(ValueError) as caught:
+        normalize_mirror("ftp://reader:s3cret-pass@mirror.example/mnist/")
+    assert "s3cret-pass" not in str(caught.value)
+    assert "mirror 'ftp://mirror.example/mnist/' has unsupported scheme 'ftp'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "keep_path", "shown"),
+    [("https://reader:s3cret@mirror.example:8443/mnist/t10k.gz", True, "https://mirror.example:8443/mnist/t10k.gz"),
+     ("https://mirror.example/mnist/?token=s3cret", True, "https://mirror.example/mnist/?…"),
+     ("https://mirror.example/mnist/t10k.gz", True, "https://mirror.example/mnist/t10k.gz"),
+     ("/data/mnist@home/", True, "/data/mnist@home/"),
+     ("https://hooks.example.com/services/T0/s3cret", False, "https://hooks.example.com/…"),
+     ("https://user:s3cret@hooks.example.com/x?key=s3cret", False, "https://hooks.example.com/…"),
+     ("hooks.example.com/services/s3cret", False, "…"),
+     ("http://[::1/s3cret", True, "…")],
+)
+def test_urls_are_shown_without_their_secrets(url, keep_path, shown):
+    assert redact_url(url, keep_path=keep_path) == shown
+
+
 def test_missing_directory_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="is not an existing directory nor a URL"):
         normalize_mirror(str(tmp_path / "absent"))
@@ -321,6 +357,47 @@ def test_all_mirrors_unreachable(tmp_path):
     assert "FileNotFoundError" in lines[-1]
 
 
+def _requiring_login(body: bytes, user: str, password: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An answer that sends `body` only to a request with these HTTP Basic credentials, else 401."""
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        if handler.headers.get("Authorization") == expected:
+            _send(handler, body)
+        else:
+            handler.send_error(401)
+
+    return answer
+
+
+def test_credentials_in_a_mirror_url_log_in_and_never_appear_in_logs(good_labels):
+    messages: list[str] = []
+    with _serve({f"/{LABELS}": _requiring_login(good_labels, "reader", "s3cret-pass")}) as (base, _):
+        with_login = base.replace("http://", "http://reader:s3cret-pass@")
+        verified = fetch_verified(LABELS, LABELS_MD5, [with_login], attempts=1, log=messages.append)
+
+    assert verified.md5 == LABELS_MD5
+    assert verified.source == f"{base}/{LABELS}"
+    assert messages == [f"{LABELS}: verified from {base}/{LABELS} ({len(good_labels):,} bytes)"]
+
+
+def test_a_failing_mirror_with_credentials_is_reported_without_them(corrupted_labels):
+    messages: list[str] = []
+    port = _closed_port()
+    with _serve({f"/{LABELS}": _requiring_login(corrupted_labels, "reader", "s3cret-pass")}) as (base, _):
+        mirrors = [base.replace("http://", "http://reader:wrong-pass@"),  # 401
+                   base.replace("http://", "http://reader:s3cret-pass@"),  # checksum mismatch
+                   f"http://reader:s3cret-pass@127.0.0.1:{port}/"]  # refused
+        with pytest.raises(MirrorsExhaustedError) as caught:
+            fetch_verified(LABELS, LABELS_MD5, mirrors, attempts=1, timeout=5, log=messages.append)
+
+    text = str(caught.value) + "\n".join(messages)
+    assert "s3cret-pass" not in text and "wrong-pass" not in text and "reader" not in text
+    assert f"{base}/{LABELS}: HTTPError: HTTP Error 401" in str(caught.value)
+    assert f"{base}/{LABELS}: checksum mismatch for {LABELS} from {base}/{LABELS}" in str(caught.value)
+    assert f"http://127.0.0.1:{port}/{LABELS}: URLError" in str(caught.value)
+
+
 # --------------------------------------------------------------------------- network faults and limits
 
 
@@ -370,6 +447,43 @@ def test_a_body_larger_than_the_limit_fails_without_a_retry(good_labels, announc
     assert f"{base}/{LABELS}: {LABELS} from {base}/{LABELS} is larger than the limit of 1,000 bytes" in message
     assert (f"Content-Length {len(good_labels):,}" if announced else "more than 1,000 bytes received") in message
     assert requested == [f"/{LABELS}"]
+
+
+# A child that downloads from a local mirror and reports the error and its own peak memory growth.
+DOWNLOAD_AND_MEASURE = """
+    import json, resource, sys
+    from mnist_models.download import download_verified
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        download_verified(sys.argv[1], "0" * 32, [sys.argv[2]], sys.argv[3], attempts=1)
+        error = None
+    except Exception as caught:
+        error = f"{type(caught).__name__}: {caught}"
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(json.dumps({"error": error, "grown_mib": grown_kib / 1024}))
+"""
+
+
+def test_a_decompression_bomb_in_a_mirror_is_rejected_without_inflating_it_in_memory(tmp_path):
+    mirror, inflated = tmp_path / "mirror", 200 * 2**20
+    mirror.mkdir()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 200 MiB of zeros, gzipped to about 200 KB
+    with open(mirror / LABELS, "wb") as bomb:
+        for _ in range(inflated // 2**20):
+            bomb.write(compressor.compress(bytes(2**20)))
+        bomb.write(compressor.flush())
+    assert (mirror / LABELS).stat().st_size < 2**20
+
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(DOWNLOAD_AND_MEASURE), LABELS, str(mirror),
+                            str(tmp_path / "raw" / LABELS)], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout.splitlines()[-1])
+
+    assert report["error"].startswith(f"MirrorsExhaustedError: could not get a verified {LABELS} from any mirror")
+    assert f"{LABELS} from {mirror.resolve().as_uri()}/{LABELS} inflates to more than {MAX_UNCOMPRESSED_BYTES:,} " \
+           "bytes" in report["error"]
+    assert report["grown_mib"] < 32, f"peak memory grew by {report['grown_mib']:.0f} MiB while checking the file"
+    assert not (tmp_path / "raw" / LABELS).exists()
 
 
 def test_download_verified_stores_the_file_and_returns_its_path(tmp_path, good_labels):

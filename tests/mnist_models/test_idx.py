@@ -1,14 +1,16 @@
-"""Unit tests for mnist_models.idx: strict IDX parsing and gzip unwrapping on hand-built bytes."""
+"""Unit tests for mnist_models.idx: strict IDX parsing and gzip unwrapping (with its size cap) on hand-built bytes."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import struct
+import zlib
 
 import numpy as np
 import pytest
 
-from mnist_models.idx import gunzip, parse_idx
+from mnist_models.idx import MAX_UNCOMPRESSED_BYTES, gunzip, iter_gunzip, parse_idx
 
 
 def _idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -127,3 +129,36 @@ def test_gzip_with_corrupt_checksum_is_rejected(images):
 
     with pytest.raises(ValueError, match="not a complete gzip file"):
         gunzip(bytes(compressed))
+
+
+def _gzipped_zeros(size: int) -> bytes:
+    """`size` zero bytes gzipped without holding them whole: what a decompression bomb is made of."""
+    compressor, zeros, parts = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(2**20), []
+    for start in range(0, size, len(zeros)):
+        parts.append(compressor.compress(zeros[: min(len(zeros), size - start)]))
+    return b"".join(parts) + compressor.flush()
+
+
+def test_a_gzip_that_inflates_past_the_cap_is_rejected_naming_file_and_cap():
+    bomb = _gzipped_zeros(MAX_UNCOMPRESSED_BYTES + 1)
+    assert len(bomb) < MAX_UNCOMPRESSED_BYTES // 500
+
+    with pytest.raises(ValueError) as caught:
+        gunzip(bomb, name="train-images-idx3-ubyte.gz")
+    assert str(caught.value).startswith(
+        f"train-images-idx3-ubyte.gz inflates to more than {MAX_UNCOMPRESSED_BYTES:,} bytes; expected an IDX file "
+        "below that limit")
+
+
+def test_a_gzip_exactly_at_the_cap_is_accepted():
+    assert gunzip(_gzipped_zeros(5000), max_bytes=5000) == bytes(5000)
+    with pytest.raises(ValueError, match="bomb.gz inflates to more than 4,999 bytes"):
+        gunzip(_gzipped_zeros(5000), name="bomb.gz", max_bytes=4999)
+
+
+def test_inflating_as_a_stream_gives_the_content_in_bounded_chunks(images):
+    content = _idx_bytes(np.tile(images, (50_000, 1, 1)))  # 1.2 MB: more than one chunk
+    chunks = list(iter_gunzip(io.BytesIO(gzip.compress(content)), name="t10k.gz"))
+
+    assert b"".join(chunks) == content
+    assert len(chunks) > 1 and max(map(len, chunks)) <= 2**20

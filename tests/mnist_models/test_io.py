@@ -1,4 +1,5 @@
-"""Tests for mnist_models.io: atomic files and folders, a full disk, and what dead writers leave behind.
+"""Tests for mnist_models.io: atomic files and folders, a full disk, what dead writers leave behind (on this
+host or another sharing the folder), and output permissions under the process umask.
 
 Faults are real: child processes under RLIMIT_FSIZE, and child processes that SIGKILL themselves at
 every file-system step of a write (found with an audit hook, so no step is skipped or guessed).
@@ -24,9 +25,11 @@ from mnist_models.io import (
     atomic_directory,
     atomic_path,
     directory_bytes,
+    host_tag,
     is_disk_full,
     remove_directory,
     remove_stale_temporaries,
+    temporary_directory,
     translating_disk_full,
     write_bytes,
 )
@@ -97,7 +100,6 @@ def test_write_bytes_replaces_the_file_and_leaves_no_temporary(tmp_path):
 
     assert (tmp_path / "a.bin").read_bytes() == b"new"
     assert _entries(tmp_path) == ["a.bin"]
-    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
 
 
 def test_a_failing_writer_keeps_the_old_file(tmp_path):
@@ -276,7 +278,8 @@ def test_temporaries_of_a_killed_writer_are_removed_and_a_live_writers_kept(tmp_
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
-    assert dead_writers_folder.parent == tmp_path and dead_writers_folder.name.startswith(f".run-b.{child.pid}.")
+    assert dead_writers_folder.parent == tmp_path
+    assert dead_writers_folder.name.startswith(f".run-b.{child.pid}@{host_tag()}.")
 
     with atomic_path(tmp_path / "nested" / "table.csv") as live_temporary:
         live_temporary.write_text("still being written")
@@ -291,12 +294,114 @@ def test_temporaries_of_a_killed_writer_are_removed_and_a_live_writers_kept(tmp_
 
 def test_files_that_only_look_like_temporaries_are_left_alone(tmp_path):
     lookalikes = [".run-c.lock", ".notes.tmp", ".run-c.123abc.x.new.tmp", ".run-c.99.xyz.other.tmp",
-                  "run-c.1.x.new.tmp"]
+                  "run-c.1.x.new.tmp", ".run-c.99@.x.new.tmp", ".run-c.99@a@b.x.new.tmp", ".run-c.@host.x.new.tmp"]
     for name in lookalikes:
         (tmp_path / name).write_text("keep")
 
     assert remove_stale_temporaries(tmp_path) == []
     assert _entries(tmp_path) == sorted(lookalikes)
+
+
+def _dead_pid() -> int:
+    """The pid of a child that has exited and been reaped (nothing runs under it now, barring reuse)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    return child.pid
+
+
+def _plant(folder: Path, name: str, *, as_folder: bool = True) -> Path:
+    """A temporary left by a writer, with a file inside when it is a folder."""
+    path = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if as_folder:
+        path.mkdir()
+        (path / "model.keras").write_bytes(bytes(100))
+    else:
+        path.write_text("half written")
+    return path
+
+
+def test_only_this_hosts_dead_writers_temporaries_are_removed(tmp_path):
+    dead = _dead_pid()
+    ours = [_plant(tmp_path, f".run-a.{dead}@{host_tag()}.k3j2x9aa.new.tmp"),
+            _plant(tmp_path, f".table.csv.{dead}@{host_tag()}.q1w2e3r4.new.tmp", as_folder=False),
+            _plant(tmp_path / "checkpoints", f".live.{dead}@{host_tag()}.zz9y8x7w.new.tmp")]
+    before_hosts = [_plant(tmp_path, f".run-b.{dead}.abcd1234.new.tmp"),  # named before temporaries named their host
+                    _plant(tmp_path, f".run-b.json.{dead}.abcd1234.new.tmp", as_folder=False)]
+    other_host = "worker-7" if host_tag() != "worker-7" else "worker-8"
+    theirs = [_plant(tmp_path, f".run-c.{dead}@{other_host}.k3j2x9aa.new.tmp"),
+              _plant(tmp_path, f".run-d.{dead}@{other_host}.k3j2x9aa.trash.tmp"),
+              _plant(tmp_path, f".run-e.{os.getpid()}@{other_host}.k3j2x9aa.old.tmp"),
+              _plant(tmp_path, f".table.csv.{dead}@{other_host}.q1w2e3r4.new.tmp", as_folder=False)]
+
+    removed = remove_stale_temporaries(tmp_path)
+
+    assert sorted(removed) == sorted(ours + before_hosts)
+    assert not any(path.exists() for path in ours + before_hosts)
+    assert all(path.exists() for path in theirs)
+    assert (theirs[0] / "model.keras").read_bytes() == bytes(100)
+    assert not (tmp_path / "run-e").exists()  # another host's folder aside is not put back either
+
+
+def test_this_hosts_old_folder_aside_is_put_back_and_another_hosts_is_not(tmp_path):
+    dead = _dead_pid()
+    other_host = "worker-7" if host_tag() != "worker-7" else "worker-8"
+    ours = _plant(tmp_path, f".run-a.{dead}@{host_tag()}.k3j2x9aa.old.tmp")
+    theirs = _plant(tmp_path, f".run-b.{dead}@{other_host}.k3j2x9aa.old.tmp")
+
+    assert remove_stale_temporaries(tmp_path) == [ours]
+    assert _entries(tmp_path) == [theirs.name, "run-a"]
+    assert (tmp_path / "run-a" / "model.keras").read_bytes() == bytes(100)
+
+
+def test_a_nested_artifacts_root_is_left_to_its_own_run(tmp_path):
+    dead = _dead_pid()
+    top = _plant(tmp_path / "runs", f".run-a.{dead}@{host_tag()}.k3j2x9aa.new.tmp")
+    (tmp_path / ".lock").write_text("")  # the root being cleaned holds its own lock: it is still walked
+    quick = tmp_path / "quick"
+    nested = _plant(quick / "runs", f".run-a.{dead}@{host_tag()}.k3j2x9aa.new.tmp")
+    (quick / ".lock").write_text("pid 1 on host elsewhere since 2026-12-01 02:00:00\n")
+
+    assert remove_stale_temporaries(tmp_path) == [top]
+    assert nested.exists()
+
+    assert remove_stale_temporaries(quick) == [nested]  # its own run cleans it
+    assert not nested.exists()
+
+
+def test_a_temporary_directory_is_named_for_this_process_and_host(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    temporary = temporary_directory(tmp_path / "checkpoints" / "live")
+
+    assert temporary.parent == tmp_path / "checkpoints" and temporary.is_dir()
+    assert temporary.name.startswith(f".live.{os.getpid()}@{host_tag()}.") and temporary.name.endswith(".new.tmp")
+    assert remove_stale_temporaries(tmp_path) == []  # its writer (this process) is alive
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "folder_mode"), [(0o077, 0o600, 0o700), (0o022, 0o644, 0o755),
+                                                                  (0o002, 0o664, 0o775)])
+def test_outputs_get_the_permissions_the_umask_allows(tmp_path, umask, file_mode, folder_mode):
+    script = """
+        import os, sys
+        from pathlib import Path
+        from mnist_models.io import atomic_directory, write_text
+        root = Path(sys.argv[1])
+        write_text(root / "table.csv", "a,b\\n")
+        with atomic_directory(root / "run-a") as work:
+            (work / "model.keras").write_text("weights")
+        print(oct(os.umask(0)))  # the umask is as the child started: reading it did not change it
+    """
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(tmp_path)],
+                           preexec_fn=lambda: os.umask(umask), capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+
+    assert child.stdout.strip() == oct(umask)
+    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "run-a").stat().st_mode & 0o777 == folder_mode
+    assert (tmp_path / "run-a" / "model.keras").stat().st_mode & 0o777 == file_mode
 
 
 def test_remove_directory_frees_the_name_at_once_and_reports_the_bytes(tmp_path):

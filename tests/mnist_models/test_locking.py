@@ -1,9 +1,12 @@
-"""Tests for mnist_models.locking with real concurrent processes: a run lock waits, the artifacts lock refuses."""
+"""Tests for mnist_models.locking with real concurrent processes: a run lock waits, the artifacts lock refuses;
+a lock file planted as a symbolic link or a FIFO is refused without touching what it points at."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import string
 import subprocess
 import sys
 import textwrap
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mnist_models.io import host_tag
 from mnist_models.locking import ArtifactsLockedError, RunLockTimeoutError, artifacts_lock, run_lock
 
 # A child that takes a lock, says so on stdout, and holds it until killed.
@@ -97,7 +101,8 @@ def test_a_run_lock_wait_can_be_bounded_and_names_the_holder(tmp_path, holder):
 
     assert 0.5 <= time.monotonic() - started < 5
     run_dir = tmp_path / "runs" / "run-a"
-    assert f"run folder {str(run_dir)!r} is still being written by pid {child.pid}" in str(caught.value)
+    assert f"run folder {str(run_dir)!r} is still being written by pid {child.pid} on host {host_tag()}" in str(
+        caught.value)
     assert isinstance(caught.value, OSError)
 
 
@@ -130,5 +135,40 @@ def test_the_artifacts_lock_fails_at_once_for_a_second_process(tmp_path, holder)
 
     assert time.monotonic() - started < 1
     message = str(caught.value)
-    assert f"artifacts directory {str(tmp_path)!r} is in use by pid {child.pid} since " in message
+    assert f"artifacts directory {str(tmp_path)!r} is in use by pid {child.pid} on host {host_tag()} since " in message
     assert "another --artifacts-dir" in message
+
+
+def test_the_lock_file_names_the_host_of_its_holder(tmp_path):
+    with artifacts_lock(tmp_path) as path:
+        holder = path.read_text()
+    assert holder.startswith(f"pid {os.getpid()} on host {host_tag()} since ")
+    assert host_tag() and set(host_tag()) <= set(string.ascii_letters + string.digits + "-")
+
+
+@pytest.mark.parametrize(("take", "lock_name"), [(artifacts_lock, ".lock"),
+                                                 (lambda root: run_lock(root / "run-a"), ".run-a.lock")],
+                         ids=["artifacts_lock", "run_lock"])
+def test_a_planted_symbolic_link_is_refused_and_its_target_left_untouched(tmp_path, take, lock_name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data\n")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / lock_name).symlink_to(victim)
+
+    with pytest.raises(ValueError) as caught:
+        with take(artifacts):
+            pass
+
+    assert victim.read_text() == "precious data\n"
+    lock_file = str(artifacts / lock_name)
+    assert f"lock file {lock_file!r} is a symbolic link (to {str(victim)!r}); expected a regular file" in str(
+        caught.value)
+
+
+def test_a_lock_file_that_is_not_a_regular_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / ".lock")
+
+    with pytest.raises(ValueError, match=r"lock file .*/\.lock' is not a regular file; expected a regular file"):
+        with artifacts_lock(tmp_path, timeout=0):
+            pass
