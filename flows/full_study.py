@@ -22,7 +22,8 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._runtime import parse_config, run_cli, run_flow
+from flows._concurrency import artifacts_slot
+from flows._runtime import checked_config, parse_config, run_cli, run_flow
 from flows.prepare_data import DataStageError, prepare
 from mnist_models import planning
 from mnist_models.config import StudyConfig
@@ -32,7 +33,9 @@ from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.placement import gpu_slots, visible_gpus
 from mnist_models.provenance import StageStore
-from mnist_models.records import EvaluatedRun, PlannedRun, PreparedData, RunOutcome, StudyResult
+from mnist_models.data import split_size
+from mnist_models.records import FailedRun, PlannedRun, PreparedData, RunOutcome, StudyResult
+from mnist_models.training import read_manifest
 from tasks import stages
 from tasks.caching import Ledger
 from tasks.evaluation import evaluate_model
@@ -43,14 +46,18 @@ from tasks.training import train_model
 @flow(name="train-grid")
 def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list[str], data: PreparedData,
                layout: ArtifactsLayout, threads: int | None, resume: bool = True,
-               gpu_slots: list[int] | None = None) -> list[RunOutcome]:
+               gpu_slots: list[int] | None = None, stall_timeout: float | None = None) -> list[RunOutcome]:
     """Train (one task per lineage) and evaluate the runs that need it, in parallel; a failed run is reported,
     not fatal to the others."""
     logger = get_run_logger()
     slots = itertools.cycle(gpu_slots or [None])  # round-robin over the GPU slots; None: CPU only
-    jobs = planning.lineage_jobs([run for run in planned if run.run_id in to_train], planning.epoch_costs(layout))
-    trained = {train_model.submit([run.spec for run in job], data, layout, threads, resume, next(slots)): job
-               for job in jobs}
+    costs = planning.epoch_costs(layout)
+    jobs = planning.lineage_jobs([run for run in planned if run.run_id in to_train], costs)
+    trained = {}
+    for job in jobs:
+        stall = stall_timeout or planning.stall_seconds(job[0].spec, costs, threads)
+        trained[train_model.submit([run.spec for run in job], data, layout, threads, resume, next(slots),
+                                   stall)] = job
     done = {run.run_id: stages.reused_training(run, layout) for run in planned if run.run_id not in to_train}
     evaluations = {evaluate_model.submit(record, data, layout, next(slots)): run_id
                    for run_id, record in done.items() if run_id in to_evaluate}
@@ -60,11 +67,14 @@ def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list
         try:
             records = future.result()
         except Exception as error:  # noqa: BLE001 - one crashed run must not lose the others
-            outcomes += [RunOutcome(run_id=run.run_id, failure=f"{type(error).__name__}: {error}") for run in job]
-        else:
-            for record in records:
-                done[record.spec.run_id] = record
-                evaluations[evaluate_model.submit(record, data, layout, next(slots))] = record.spec.run_id
+            # The runs of the lineage written before the crash are complete: results, not failures.
+            records = [stages.reused_training(run, layout) for run in job
+                       if read_manifest(layout.run(run.run_id)) is not None]
+            outcomes += [RunOutcome(run_id=run.run_id, failure=f"{type(error).__name__}: {error}") for run in job
+                         if run.run_id not in {record.spec.run_id for record in records}]
+        for record in records:
+            done[record.spec.run_id] = record
+            evaluations[evaluate_model.submit(record, data, layout, next(slots))] = record.spec.run_id
         finished += len(job)
         failed = f" ({len(outcomes)} failed)" if outcomes else ""
         logger.info(f"{finished} of {len(to_train)} runs done{failed}")
@@ -93,7 +103,7 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
         data = prepare(config.data_config, layout, ledger)
     except (DataStageError, DiskFullError) as error:
         return StudyResult(artifacts_dir=layout.root, planned=0, error=f"data preparation failed: {error}")
-    planned = planning.plan_runs(config, data.content_hash)
+    planned = planning.plan_runs(config, data.content_hash, split_size(layout.absolute(data.train)))
     for folder in planning.prune_checkpoints(layout, planned):
         logger.info(f"removed the checkpoints {folder.name}: no planned run continues them")
     training = {run.run_id: ledger.record(planning.training_decision(run, layout, "train" in ledger.refresh))
@@ -106,13 +116,15 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
         capacity = planning.machine_capacity(layout)
         slots = [] if config.dask_address else gpu_slots(visible_gpus(), len(to_evaluate))
         parallel = planning.parallel_runs(config, len(to_evaluate), capacity, gpu_slots=len(slots))
-        threads = planning.threads_per_worker(config, len(to_train), capacity, gpu_slots=len(slots))
+        lineages = len({run.spec.lineage for run in planned if run.run_id in to_train})
+        threads = planning.threads_per_worker(config, lineages, capacity, gpu_slots=len(slots))
         gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
         logger.info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: "
                     f"{capacity.describe()}{gpus}")
         try:
             outcomes = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-                planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh, slots)
+                planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh, slots,
+                config.stall_timeout)
         finally:
             close_workers()  # the training processes the worker threads kept from lineage to lineage
     else:  # every run reused as it is: no worker processes to start
@@ -130,38 +142,39 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
     if runs:
         result = stages.write_outputs(result, config, layout, ledger,
                                       nightly_gate if config.nightly else lambda: None)
-    stages.publish(layout, ledger)
+        stages.publish(layout, ledger)
+    else:  # nothing to report: the tables and report on disk are an earlier run's, not this one's
+        stages.publish_failure(layout, ledger, result)
     return result.model_copy(update={"champions": tuple(champions)})
 
 
-@flow(name="full-study")
+# Parameters are validated in the flow, not by Prefect's engine: a deployment's bad parameter then fails the
+# run with the command line's one-line message instead of pydantic's report (the UI's form is unchanged).
+@flow(name="full-study", validate_parameters=False)
 def full_study(config: StudyConfig = StudyConfig()) -> StudyResult:
     """Run the study end to end; every stage whose inputs and outputs are unchanged is reused.
 
     With `nightly`, the seed comes from today's date (UTC), tonight's accuracies enter the history,
-    each model's champion is kept or replaced, and a regression fails the run.
+    each model's champion is kept or replaced, and a regression fails the run. A nightly run writes into
+    `nightly/` inside the artifacts directory, apart from the on-demand study.
     """
     today = datetime.now(timezone.utc).date()
+    try:
+        config = checked_config(config)
+    except ValueError as error:
+        return Failed(message=f"error: {error}")
     config = config.resolved(today)
-    layout = ArtifactsLayout.at(ensure_writable_directory(config.artifacts_dir))
+    layout = ArtifactsLayout.at(ensure_writable_directory(config.output_root))
     ledger = Ledger(StageStore(layout), frozenset(config.refresh), get_run_logger().info)
-    with artifacts_lock(layout.root):
+    with artifacts_slot(layout.root), artifacts_lock(layout.root):  # wait for other deployments, then lock
         for leftover in remove_stale_temporaries(layout.root):
             get_run_logger().info(f"removed {leftover}, left by a run that was killed")
         try:
             result = run_study(config, layout, ledger, today)
         except DiskFullError as error:
             return Failed(message=str(error))
-    if result.error:
-        return Failed(message=result.error)
-    if result.failures:
-        return Failed(message=(
-            f"{len(result.failures)} of {result.planned} runs failed (the others are saved and reported; "
-            "rerun to retrain only the failed ones):\n  " + "\n  ".join(result.failures)))
-    if result.regressions:
-        return Failed(message="nightly regression gate failed (a significant drop); champions kept:\n  "
-                      + "\n  ".join(result.regressions))
-    return result
+    problems = stages.failure_message(result)
+    return Failed(message=problems) if problems else result
 
 
 def main(argv: list[str] | None = None) -> StudyResult:

@@ -440,3 +440,16 @@ def test_nightly_run_keeps_history_and_champions_and_gates_regressions(tmp_path)
     history = pd.read_parquet(tmp_path / "tables" / "history.parquet")
     assert history[["model", "decision"]].values.tolist() == [["dnn", "regressed"]]  # one row per model per night
     assert history["champion_accuracy"].iloc[0] == 1.0 and history["p_value"].iloc[0] < 0.05
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"profile": "quick", "epochs": 0}, "error: invalid epochs: must be at least 1, got 0"),
+    ({"profile": "quick", "seed": 4294967295, "replicates": 3}, "seeds up to 4294967297"),
+    ({"profile": "quick", "dask_address": "scheduler:8786"}, "invalid dask_address: expected a tcp:// or tls://"),
+    ({"profile": "quick", "mirrors": ["http:/x"]}, "mirror 'http:/x' names no host"),
+])
+def test_a_deployment_parameter_is_checked_like_the_command_line_before_any_work(tmp_path, parameters, message):
+    """Deployments pass the configuration as a dict: a bad value fails the run at once with one line, writing nothing."""
+    state = full_study({**parameters, "artifacts_dir": str(tmp_path / "artifacts")}, return_state=True)
+    assert state.is_failed() and message in state.message and "\n" not in state.message, state.message
+    assert not (tmp_path / "artifacts" / "runs").exists() and not (tmp_path / "artifacts" / "data").exists()
