@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import pandas as pd
 
-from mnist_models import evaluation, replicates
+from mnist_models import evaluation, nightly, replicates
 from mnist_models.evaluation import StudyRuns
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
               build=_from_runs(evaluation.model_summary_table)),
     TableSpec("summary", "one row per run: accuracy with its 95% bootstrap interval, loss, macro F1, AUC, MAP, cost",
               tuple(evaluation.SUMMARY_COLUMNS), build=_from_runs(evaluation.summary_table)),
+    TableSpec("failures", "planned runs that have no result in this study run, with the cause (empty when none "
+              "failed)", tuple(evaluation.FAILURE_COLUMNS), build=_from_runs(evaluation.failures_table)),
     TableSpec("replicates", "per model and learning rate: seeds, mean, standard deviation and 95% t-interval of "
               "accuracy and MAP across seeds", replicates.REPLICATES_COLUMNS, needs=("summary",),
               build=_from_summary(replicates.replicates_table)),
@@ -86,10 +89,13 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
               ("model", "seed", "epoch", "layer", "gradient_norm"), build=_from_runs(evaluation.gradient_norms_table)),
     TableSpec("cache_decisions", "each stage's reuse decision in this run: reused or recomputed, and why",
               ("stage", "item", "action", "reason"), stage="cache"),
-    TableSpec("history", "nightly runs: one row per sweep run per night, with the gate's decision per model", (
+    TableSpec("history", "nightly runs: one row per sweep run per night; the run the gate tested carries its "
+              "decision, the past nights' prediction bound, McNemar's p against the champion and the rule applied", (
         "date", "flow_run_id", "model", "learning_rate", "epochs", "seed", "accuracy", "accuracy_low",
         "accuracy_high", "map", "run_id", "decision", "champion_accuracy", "p_value", "history_mean", "history_std",
-        "message"), stage="nightly"),
+        "message", "nights", "interval_low", "champion_bound", "champion_version", "rule"), stage="nightly"),
+    TableSpec("promotions", "every promotion and rollback of each model's champion: date, versions, old and new "
+              "accuracy, reason, run", nightly.PROMOTION_COLUMNS, stage="nightly"),
 )}
 
 
@@ -209,8 +215,13 @@ def _accuracy_curves(inputs: FigureInputs) -> "Figure":
 def _lr_sweep_heatmap(inputs: FigureInputs) -> "Figure":
     from mnist_models import plots
 
-    sweep = evaluation.sweep_runs(inputs.tables["summary"])
-    return plots.plot_lr_sweep_heatmap(sweep[["model", "learning_rate", "accuracy"]])
+    sweep = evaluation.sweep_runs(inputs.tables["summary"])[["model", "learning_rate", "accuracy", "status"]]
+    failures = inputs.tables.get("failures")
+    if failures is not None and not failures.empty:  # a failed sweep cell is shown as failed, not left out
+        failed = failures[failures["roles"].str.contains("sweep")]
+        sweep = pd.concat([sweep, failed[["model", "learning_rate"]].assign(accuracy=np.nan, status="failed")],
+                          ignore_index=True)
+    return plots.plot_lr_sweep_heatmap(sweep)
 
 
 def _roc(inputs: FigureInputs, model: str) -> "Figure":

@@ -315,21 +315,34 @@ def plot_f1_per_class(per_class: pd.DataFrame, title: str) -> Figure:
 
 
 def plot_lr_sweep_heatmap(sweep: pd.DataFrame) -> Figure:
-    """Heatmap of test accuracy, models × learning rates (descending, study table 5.1), annotated."""
+    """Heatmap of test accuracy, models × learning rates (descending, study table 5.1), annotated.
+
+    An optional `status` column marks cells: a run "diverged at epoch N" is annotated "diverged", a
+    "failed" run (accuracy NaN) is a grey cell reading "failed".
+    """
     frame = _require_frame(sweep, LR_SWEEP_COLUMNS, "learning-rate sweep")
+    status = frame["status"].astype(str) if "status" in frame.columns else pd.Series("trained", index=frame.index)
+    marks = {(model, float(rate)): ("failed" if text == "failed" else "diverged")
+             for model, rate, text in zip(frame["model"].astype(str), frame["learning_rate"], status)
+             if text == "failed" or text.startswith("diverged")}
     table = pd.DataFrame(
         {
             "model": frame["model"].astype(str).to_numpy(),
             "learning_rate": _numeric_column(frame, "learning_rate", "learning-rate sweep"),
-            "accuracy": _numeric_column(frame, "accuracy", "learning-rate sweep"),
+            "accuracy": pd.to_numeric(frame["accuracy"], errors="coerce").to_numpy(dtype=float),
         }
     )
+    ran = (status != "failed").to_numpy()
+    _numeric_column(frame[ran], "accuracy", "learning-rate sweep")  # only a failed run may lack its accuracy
     if (table["learning_rate"] <= 0).any():
         raise ValueError("learning-rate sweep: learning rates must be positive")
     models = list(dict.fromkeys(table["model"]))
     learning_rates = sorted(table["learning_rate"].unique(), reverse=True)
     grouped = table.groupby(["model", "learning_rate"])["accuracy"]
     grid = grouped.mean().unstack("learning_rate").reindex(index=models, columns=learning_rates)
+    for (model, rate), mark in marks.items():  # a cell with a failed seed beside finished ones shows their mean
+        if mark == "failed" and not np.isnan(grid.loc[model, rate]):
+            marks[(model, rate)] = "a seed failed"
     runs_per_cell = int(grouped.size().max())
 
     figure = _new_figure((1.45 * len(learning_rates) + 3.0, 0.75 * len(models) + 2.2))
@@ -340,7 +353,8 @@ def plot_lr_sweep_heatmap(sweep: pd.DataFrame) -> Figure:
     if norm.vmin == norm.vmax:
         norm = colors.Normalize(vmin=norm.vmin - 0.01, vmax=norm.vmax + 0.01)
     image = axes.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
-    texts = [["n/a" if np.isnan(value) else f"{value:.3f}" for value in row] for row in values]
+    texts = [[_cell_text(value, marks.get((model, float(rate)))) for value, rate in zip(row, learning_rates)]
+             for model, row in zip(models, values)]
     _annotate_cells(axes, values, texts, cmap, norm, fontsize=11)
     axes.set_xticks(range(len(learning_rates)), [f"{rate:g}" for rate in learning_rates])
     axes.set_yticks(range(len(models)), models)
@@ -352,6 +366,12 @@ def plot_lr_sweep_heatmap(sweep: pd.DataFrame) -> Figure:
     suffix = f" (mean of up to {runs_per_cell} runs per cell)" if runs_per_cell > 1 else ""
     axes.set_title(f"Test accuracy by learning rate{suffix}", fontsize=12)
     return figure
+
+
+def _cell_text(value: float, mark: str | None) -> str:
+    if np.isnan(value):
+        return mark or "n/a"
+    return f"{value:.3f}" if mark is None else f"{value:.3f}\n{mark}"
 
 
 def plot_confusion_matrix(matrix: np.ndarray, title: str) -> Figure:

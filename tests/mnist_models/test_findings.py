@@ -30,7 +30,7 @@ def summary_table(*runs: tuple) -> pd.DataFrame:
             "epochs": epochs, "seed": 0, "accuracy": accuracy, "accuracy_low": accuracy - 0.01,
             "accuracy_high": accuracy + 0.01, "loss": 1 - accuracy, "macro_f1": accuracy, "macro_auc": accuracy,
             "map": accuracy, "parameters": 100, "train_seconds": 1.0,
-            "role": "sweep" if "sweep" in roles.split(",") else "gradient", "roles": roles,
+            "role": "sweep" if "sweep" in roles.split(",") else "gradient", "roles": roles, "status": "trained",
         })
     return pd.DataFrame(rows, columns=evaluation.SUMMARY_COLUMNS)
 

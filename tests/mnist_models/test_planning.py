@@ -141,3 +141,29 @@ def test_a_lineage_is_one_job_with_its_runs_in_epoch_order():
     (resnet,) = [job for job in jobs if len(job) == 2]
     assert [(run.spec.model, run.spec.epochs) for run in resnet] == [("resnet", 10), ("resnet", 20)]
     assert resnet[0].roles == {"sweep"} and resnet[1].roles == {"gradient"}
+
+
+def test_a_train_subset_at_least_the_split_size_is_the_whole_split():
+    whole = plan_runs(config(models=["dnn"], learning_rates=[0.01], gradient_models=[]), "data", 60_000)
+    larger = plan_runs(config(models=["dnn"], learning_rates=[0.01], gradient_models=[], train_subset=70_000),
+                       "data", 60_000)
+    smaller = plan_runs(config(models=["dnn"], learning_rates=[0.01], gradient_models=[], train_subset=59_999),
+                        "data", 60_000)
+    assert larger[0].run_id == whole[0].run_id and larger[0].spec.train_subset is None
+    assert smaller[0].spec.train_subset == 59_999
+
+
+def test_threads_follow_the_lineages_that_train_not_the_runs():
+    """The ResNet 10/20 lineage alone: two runs, one process, both cores."""
+    capacity = Capacity(cores=2, available_mb=16_000, run_mb=1_000)
+    assert threads_per_worker(config(), 1, capacity) == 2
+    assert threads_per_worker(config(), 2, capacity) == 1
+
+
+def test_a_training_is_hung_only_after_ten_expected_epochs_and_never_before_the_floor():
+    from mnist_models.planning import STALL_FLOOR_SECONDS, stall_seconds
+
+    (dnn,) = plan_runs(config(models=["dnn"], learning_rates=[0.01], gradient_models=[], train_subset=2000), "data")
+    assert stall_seconds(dnn.spec, threads=1) == STALL_FLOOR_SECONDS
+    (resnet,) = plan_runs(config(models=["resnet"], learning_rates=[0.01], gradient_models=[]), "data")
+    assert stall_seconds(resnet.spec, {"resnet": 200.0}, threads=1) == 10 * 200.0 * 2

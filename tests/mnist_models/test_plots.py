@@ -804,3 +804,16 @@ def test_across_seed_figures_save_as_png(figure_makers, name, tmp_path):
     assert written.read_bytes()[:8] == PNG_SIGNATURE
     with Image.open(written) as image:
         assert image.format == "PNG" and image.width > 300 and image.height > 300
+
+
+def test_lr_sweep_heatmap_marks_diverged_and_failed_cells():
+    from mnist_models.plots import plot_lr_sweep_heatmap
+
+    sweep = pd.DataFrame({"model": ["dnn", "dnn", "convnet", "convnet"], "learning_rate": [0.1, 0.001, 0.1, 0.001],
+                          "accuracy": [0.098, 0.96, np.nan, 0.98],
+                          "status": ["diverged at epoch 1", "trained", "failed", "trained"]})
+    figure = plot_lr_sweep_heatmap(sweep)
+    texts = sorted(text.get_text() for text in figure.axes[0].texts)
+    assert texts == ["0.098\ndiverged", "0.960", "0.980", "failed"]
+    with pytest.raises(ValueError, match="finite numbers"):  # only a failed run may lack its accuracy
+        plot_lr_sweep_heatmap(sweep.assign(status="trained"))

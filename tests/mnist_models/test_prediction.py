@@ -6,6 +6,7 @@ import pytest
 
 from mnist_models import data as data_lib
 from mnist_models import evaluation
+from mnist_models.io import file_sha256
 from mnist_models.layout import RunFolder
 from mnist_models.planning import run_spec
 from mnist_models.prediction import KeepPredictions, read_stamp
@@ -62,7 +63,8 @@ def test_unstamped_or_missing_predictions_are_not_used(trained_folder, tmp_path)
     assert evaluation.stored_scores(copy, stamp) is None
 
 
-def test_a_model_whose_outputs_are_not_probabilities_keeps_no_predictions(small_splits, tmp_path):
+def test_a_diverged_model_s_predictions_are_kept_at_chance_level(small_splits, tmp_path):
+    """NaN weights give NaN outputs: each such row becomes uniform, so the run is scored at chance, not lost."""
     from mnist_models.architectures import build_model
 
     model = build_model("dnn")
@@ -70,7 +72,22 @@ def test_a_model_whose_outputs_are_not_probabilities_keeps_no_predictions(small_
     folder = RunFolder(tmp_path / "diverged")
     folder.path.mkdir()
     model.save(folder.model)
+    test = data_lib.load_split(small_splits["test"])
     lines = []
-    KeepPredictions(STAMP)(folder, model, data_lib.load_split(small_splits["test"]), lines.append)
-    assert not folder.predictions.exists()
-    assert len(lines) == 1 and "no test predictions kept" in lines[0] and "finite" in lines[0]
+    KeepPredictions(STAMP)(folder, model, test, lines.append)
+    assert lines == []
+    kept = pd.read_parquet(folder.predictions)
+    assert (kept[[f"prob_{digit}" for digit in range(10)]].to_numpy() == np.float32(0.1)).all()
+    assert (kept["predicted"] == 0).all()  # argmax of a tie: the first class
+    scores = evaluation.stored_scores(folder, {**STAMP, "model": file_sha256(folder.model)})
+    assert scores.accuracy == pytest.approx((test.labels == 0).mean()) and scores.macro_auc == pytest.approx(0.5)
+
+
+def test_finite_predictions_are_returned_bit_for_bit():
+    from mnist_models.prediction import chance_where_undefined
+
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(10), size=50).astype(np.float32)
+    assert chance_where_undefined(probabilities) is probabilities
+    probabilities[3, 2] = np.inf
+    fixed = chance_where_undefined(probabilities)
+    assert (fixed[3] == np.float32(0.1)).all() and (fixed[4] == probabilities[4]).all()

@@ -5,8 +5,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from mnist_models.records import (ChampionDecision, ClassMetrics, EvaluatedRun, PlannedRun, PreparedData, RunOutcome,
-                                  RunSpec, Scores, StudyResult, TrainedRun)
+from mnist_models.records import (ChampionDecision, ClassMetrics, EvaluatedRun, FailedRun, PlannedRun, PreparedData,
+                                  RunOutcome, RunSpec, Scores, StudyResult, TrainedRun)
 
 SPEC = RunSpec(model="resnet", learning_rate=0.001, epochs=20, batch_size=32, seed=42, train_subset=None,
                dataset="mnist", data_hash="d" * 64, code_files={"mnist_models/training.py": "c" * 64},
@@ -18,6 +18,7 @@ SCORES = Scores(accuracy=0.99, accuracy_low=0.988, accuracy_high=0.992, loss=0.0
                 confusion=((970, 10), (2, 1133)))
 EVALUATED = EvaluatedRun(trained=TrainedRun(spec=SPEC, parameters=1234, train_seconds=12.5), scores=SCORES,
                          roles=frozenset({"sweep", "gradient"}))
+FAILED = FailedRun.of(PlannedRun(spec=SPEC, roles=frozenset({"sweep"})), "RunCrashedError: killed by signal 9")
 
 RECORDS = [
     SPEC,
@@ -26,7 +27,9 @@ RECORDS = [
                  test=Path("data/mnist/test.parquet"), test_hash="t"),
     EVALUATED,
     RunOutcome(run_id=SPEC.run_id, failure="killed"),
-    StudyResult(artifacts_dir=Path("/tmp/a"), planned=1, runs=(EVALUATED,), failures=("x: boom",),
+    FAILED,
+    TrainedRun(spec=SPEC, parameters=1234, train_seconds=1.5, diverged_epoch=1),
+    StudyResult(artifacts_dir=Path("/tmp/a"), planned=1, runs=(EVALUATED,), failures=(FAILED,),
                 tables={"summary": Path("tables/summary.parquet")},
                 champions=(ChampionDecision(model="resnet", new_accuracy=0.99, champion_accuracy=0.995, promoted=False,
                                             regressed=True, message="resnet: REGRESSION"),)),

@@ -145,7 +145,7 @@ def synthetic_tables() -> dict[str, pd.DataFrame]:
             "macro_f1": 0.9869, "macro_auc": 0.9998, "map": 0.9981, "parameters": 264906, "train_seconds": 80.2,
             "role": "gradient", "roles": "gradient",
         })
-    summary = pd.DataFrame(summary_rows)
+    summary = pd.DataFrame(summary_rows).assign(status="trained")
 
     per_class_rows = []
     for run in summary.itertuples():

@@ -1,6 +1,7 @@
 """One training run per model on a slice of real MNIST: its folder, its manifest, its determinism."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -203,3 +204,37 @@ def test_lineages_trained_one_after_another_in_a_worker_equal_lineages_trained_i
         assert len(kept_weights) == len(fresh_weights)
         for kept_array, fresh_array in zip(kept_weights, fresh_weights):
             np.testing.assert_array_equal(kept_array, fresh_array)
+
+
+def test_a_lineage_keeps_its_finished_runs_and_trains_only_the_rest(small_splits, tmp_path):
+    """The longer run's folder lost (a crash before it was written): the lineage continues from the finished
+    shorter run, which is neither retrained nor rewritten."""
+    from mnist_models.training import train_lineage
+
+    short, long = spec_for("dnn", epochs=1), spec_for("dnn", epochs=3)
+    folders = {spec.run_id: RunFolder(tmp_path / spec.run_id) for spec in (short, long)}
+    train_lineage([short, long], small_splits["train"], small_splits["test"], folders, threads=1, log=lambda _: None)
+    written = folders[short.run_id].manifest.stat().st_mtime_ns
+    shutil.rmtree(folders[long.run_id].path)
+    lines = []
+    records = train_lineage([short, long], small_splits["train"], small_splits["test"], folders, threads=1,
+                            log=lines.append)
+    assert [record.spec.epochs for record in records] == [1, 3]
+    assert folders[short.run_id].manifest.stat().st_mtime_ns == written
+    assert lines[0] == f"{long.run_id}: continuing from epoch 1 of {short.run_id}"
+    assert not any("epoch 1/3" in line for line in lines)
+
+
+def test_training_afresh_clears_the_lineage_s_checkpoints(small_splits, tmp_path):
+    """--refresh train: a checkpoint beyond this run's epochs (an earlier, longer run killed) must not survive to
+    be continued by a later run."""
+    from mnist_models.training import checkpoints_of, train_lineage
+
+    spec = spec_for("dnn", epochs=2)
+    folder = RunFolder(tmp_path / spec.run_id)
+    planted = checkpoints_of(tmp_path, spec) / "epoch-0007"
+    planted.mkdir(parents=True)
+    (planted / "state.json").write_text('{"epoch": 7}')
+    train_lineage([spec], small_splits["train"], small_splits["test"], {spec.run_id: folder}, threads=1,
+                  resume=False, log=lambda _: None)
+    assert not planted.exists() and read_manifest(folder)["continued_from"] is None
