@@ -64,6 +64,11 @@ def test_a_run_killed_twice_is_reported_and_loses_only_itself(tmp_path, mnist_di
     # dnn's run was trained, evaluated and reported; the next run trains only convnet.
     assert pd.read_parquet(tmp_path / "tables" / "summary.parquet")["model"].tolist() == ["dnn"]
     assert (tmp_path / "report" / "report.html").exists()
+    # The outputs say what is missing and why: the failures table, the report's first lines, the heatmap's cell.
+    failures = pd.read_parquet(tmp_path / "tables" / "failures.parquet")
+    assert failures["model"].tolist() == ["convnet"] and "SIGKILL" in failures["cause"].iloc[0]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "1 planned run failed and has no result in this report" in report and "convnet-lr0.01" in report
     assert not [path for path in (tmp_path / "runs").iterdir() if path.name.startswith(".convnet")
                 and path.suffix == ".tmp" and path.is_dir() and _writer_alive(path)]
 
@@ -225,3 +230,36 @@ def test_a_hung_training_process_is_killed_retried_and_the_grid_completes(tmp_pa
     with pytest.raises(ProcessLookupError):
         os.kill(stopped, 0)  # killed and reaped, not left stopped
     assert sorted(pd.read_parquet(tmp_path / "tables" / "summary.parquet")["model"]) == ["convnet", "dnn"]
+
+
+def test_when_every_run_fails_nothing_earlier_is_published_as_this_run_s(tmp_path, mnist_dir):
+    """A finished study, then a run whose only training is killed twice: the flow fails with the cause, the
+    failures table names the run, and the study-report artifact says there is no result (not the old report)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    base = ["--profile", "quick", "--models", "dnn", "--epochs", "1", "--train-subset", "1000",
+            "--gradient-models", "", "--artifacts-dir", str(tmp_path)]
+    completed = subprocess.run([sys.executable, "flows/full_study.py", *base, "--learning-rates", "0.01"],
+                               cwd=REPOSITORY, env=_environment(mnist_dir), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", *base, "--learning-rates", "0.001"],
+                               cwd=REPOSITORY, env=_environment(mnist_dir), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], 0
+    for line in process.stdout:
+        lines.append(line)
+        match = re.search(r"training dnn .* in process (\d+)", line)
+        if match and killed < 2:
+            os.kill(int(match.group(1)), signal.SIGKILL)
+            killed += 1
+    output = "".join(lines)
+    assert process.wait(timeout=600) == 1 and killed == 2, output[-3000:]
+    assert re.search(r"error: 1 of 1 runs failed .*\n\s+dnn-lr0.001-\S+: RunCrashedError", output), output[-3000:]
+    failures = pd.read_parquet(tmp_path / "tables" / "failures.parquet")
+    assert failures["learning_rate"].tolist() == [0.001] and "SIGKILL" in failures["cause"].iloc[0]
+    with get_client(sync_client=True) as client:
+        (report,) = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=["study-report"])))
+    assert "No result in this run" in report.data and "dnn-lr0.001" in report.data, report.data[:500]
