@@ -135,7 +135,7 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, toda
     champions = []
 
     def nightly_gate() -> None:
-        champions.extend(gate_champions(layout, today.isoformat(), str(flow_run.get_id()),
+        champions.extend(gate_champions(layout, data, today.isoformat(), str(flow_run.get_id()),
                                         config.regression_tolerance, config.significance_level))
         prune_old_runs(layout, config.keep_nights, [run.run_id for run in planned])
 

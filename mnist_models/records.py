@@ -222,6 +222,7 @@ class ChampionDecision(Record):
     history_mean: float | None = None  # of those nights' accuracies; None without any
     history_std: float | None = None  # ddof=1; None with fewer than two nights
     interval_low: float | None = None  # lower bound of the nights' prediction interval; None below three nights
+    champion_bound: float | None = None  # the same bound from the nights since the champion's promotion
     rule: str = ""  # the rule that decided, in words
     champion_version: int | None = None  # the champion version compared against
     run_id: str | None = None  # tonight's representative run

@@ -21,7 +21,7 @@ import pandas as pd
 
 from mnist_models import evaluation, metrics
 from mnist_models.evaluation import STUDY_TABLE_5_1
-from mnist_models.records import Record
+from mnist_models.records import ChampionDecision, Record
 
 CONFIDENCE = 0.95  # of every across-seed interval
 ALPHA = 0.05  # significance level of the paired t-test, McNemar's test and the gate
@@ -216,105 +216,143 @@ def _comparison_verdict(row: Mapping, model_a: str, model_b: str) -> str:
 
 # ---- the noise-aware nightly gate -----------------------------------------------------------------------
 
-class GateDecision(Record):
-    """What tonight's run of one model means for its champion, with the tests behind the decision."""
+MIN_HISTORY_NIGHTS = 3  # fewer nights give no usable prediction interval
+HISTORY_WINDOW = 30  # a night is set beside at most this many recent nights (a slow drift moves the interval along)
+PROMOTION_WINDOW = 7  # the champion is set beside at most this many recent nights since its promotion
 
-    model: str
-    accuracy: float  # tonight's, on the test images
-    champion_accuracy: float | None  # on the same images; None when there is no champion yet
-    difference: float | None  # accuracy − champion_accuracy
-    p_value: float | None  # McNemar's test of tonight's run against the champion
-    only_new_correct: int | None  # test images only tonight's run gets right
-    only_champion_correct: int | None
-    history_mean: float | None  # of past nights' accuracies; None without history
-    history_std: float | None  # ddof=1; None with fewer than two nights
-    nights: int  # past nights in the history
-    z_score: float | None  # (accuracy − history_mean) / history_std; None when history_std is None or 0
-    promoted: bool
-    regressed: bool
-    warning: bool  # a drop beyond the tolerance that is not significant: the night passes
-    message: str  # one line for the log, the history table and the report
+
+def prediction_bound(accuracies: Sequence[float], confidence: float = CONFIDENCE) -> float | None:
+    """Lower end of the two-sided prediction interval for one more night: mean − t·std·√(1 + 1/N); None below
+    MIN_HISTORY_NIGHTS nights."""
+    from scipy import stats  # imported where used: a cached rerun computes no statistic
+
+    _check_level(confidence, "confidence")
+    values = _history_values(accuracies)
+    if values.size < MIN_HISTORY_NIGHTS:
+        return None
+    quantile = stats.t.ppf(1 - (1 - confidence) / 2, values.size - 1)
+    return float(values.mean() - quantile * values.std(ddof=1) * math.sqrt(1 + 1 / values.size))
 
 
 def gate(model: str, tonight_correct: np.ndarray, champion_correct: np.ndarray | None,
-         history_accuracies: Sequence[float], tolerance: float, alpha: float = ALPHA) -> GateDecision:
-    """Decide on tonight's run against the champion (McNemar on the same test images) and the past nights.
+         history_accuracies: Sequence[float], tolerance: float, alpha: float = ALPHA,
+         nights_since_champion: int = 0) -> ChampionDecision:
+    """Decide on tonight's run against its champion (McNemar on the same test images) and the past nights.
 
-    The rule, with d = tonight's accuracy − the champion's and p McNemar's p-value:
-    - regressed (the night fails) when d < −tolerance and p < alpha;
-    - warning (the night passes) when d < −tolerance and p >= alpha: a drop that seed noise can explain;
-    - promoted when significantly better (p < alpha, d > 0) or not significantly different and strictly more
-      accurate (p >= alpha, d > 0). Both amount to d > 0: a tie (d = 0) keeps the champion, and so does a
-      challenger less accurate within noise. Significance decides between a failure and a warning, never
-      a promotion of a less accurate model.
-    No champion yet: tonight's run is promoted as the first champion. The history (tonight not included) is
-    reported — its mean, spread and tonight's z-score — and decides nothing.
+    Two kinds of noise, two tests: McNemar's test tells whether tonight's model and the champion differ on these
+    test images; the past nights tell how far a model moves with the training seed alone. With d = tonight's
+    accuracy − the champion's and p McNemar's p-value:
+    - MIN_HISTORY_NIGHTS past nights or more (the last HISTORY_WINDOW count): the night fails when tonight is
+      below their prediction bound AND d < 0 with p < alpha. Fewer: when d < −tolerance with p < alpha.
+    - The champion is replaced when d > 0 with p < alpha AND the champion is below the prediction bound of the
+      nights since its promotion (the last PROMOTION_WINDOW of them, at least MIN_HISTORY_NIGHTS): the runs
+      now trained are better than it. A significant gain alone would ratchet the champion up to the luckiest
+      seed of many nights, and ordinary nights would then look like drops.
+    A drop that one test sees and the other does not is a warning: the night passes. No champion yet: tonight's
+    run is the first. `history_accuracies` are the past nights, oldest first, tonight not included; the last
+    `nights_since_champion` of them came after the champion's promotion.
     """
     _check_level(alpha, "alpha")
     if isinstance(tolerance, bool) or not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
         raise ValueError(f"tolerance must be an accuracy drop in [0, 1) (e.g. 0.005 for half a point), "
                          f"got {tolerance!r}")
+    values = _history_values(history_accuracies)
+    if isinstance(nights_since_champion, bool) or not 0 <= nights_since_champion <= values.size:
+        raise ValueError(f"nights_since_champion must count some of the {values.size} past nights (0 to "
+                         f"{values.size}), got {nights_since_champion!r}")
     tonight = _correct_vector(tonight_correct, "tonight_correct")
     accuracy = float(tonight.mean())
-    history = _history(history_accuracies, accuracy)
+    history = _history(values[-HISTORY_WINDOW:])
     if champion_correct is None:
-        return GateDecision(model=model, accuracy=accuracy, champion_accuracy=None, difference=None, p_value=None,
-                            only_new_correct=None, only_champion_correct=None, **history, promoted=True,
-                            regressed=False, warning=False,
-                            message=f"{model}: first champion, accuracy {accuracy:.4f}{_history_text(history)}")
-    return _against_champion(model, tonight, champion_correct, history, tolerance, alpha)
-
-
-def _against_champion(model: str, tonight: np.ndarray, champion_correct: np.ndarray, history: dict,
-                      tolerance: float, alpha: float) -> GateDecision:
-    result = metrics.mcnemar_test(tonight, _correct_vector(champion_correct, "champion_correct"))
-    accuracy, champion_accuracy = float(tonight.mean()), float(np.mean(champion_correct))
+        return ChampionDecision(model=model, new_accuracy=accuracy, champion_accuracy=None, promoted=True,
+                                regressed=False, **history, rule="no champion yet: tonight's run becomes the first",
+                                message=f"{model}: first champion, accuracy {accuracy:.4f}{_past_text(history)}")
+    champion = _correct_vector(champion_correct, "champion_correct")
+    result = metrics.mcnemar_test(tonight, champion)
     difference = (result.only_a_correct - result.only_b_correct) / tonight.size  # exact, unlike a − b in floats
-    significant, beyond = result.p_value < alpha, difference < -tolerance
-    decision = GateDecision(
-        model=model, accuracy=accuracy, champion_accuracy=champion_accuracy, difference=difference,
-        p_value=result.p_value, only_new_correct=result.only_a_correct, only_champion_correct=result.only_b_correct,
-        **history, promoted=difference > 0, regressed=beyond and significant, warning=beyond and not significant,
-        message="")
-    return decision.model_copy(update={"message": _gate_message(decision, tolerance, significant)})
+    significant = result.p_value < alpha
+    since = values[values.size - min(nights_since_champion, PROMOTION_WINDOW):]
+    champion_bound = prediction_bound(since)
+    by_interval = history["interval_low"] is not None
+    low = accuracy < history["interval_low"] if by_interval else difference < -tolerance
+    regressed = difference < 0 and significant and low
+    decision = ChampionDecision(
+        model=model, new_accuracy=accuracy, champion_accuracy=float(champion.mean()),
+        promoted=difference > 0 and significant and champion_bound is not None and champion.mean() < champion_bound,
+        regressed=regressed, warning=difference < 0 and not regressed and (significant or low),
+        p_value=result.p_value, difference=difference, only_new_correct=result.only_a_correct,
+        only_champion_correct=result.only_b_correct, **history, champion_bound=champion_bound,
+        rule=_rule(by_interval, tolerance, alpha), message="")
+    verdict = _verdict_text(decision, significant, low, since.size, by_interval, tolerance)
+    message = f"{model}: {verdict}; {_test_text(decision)}{_history_text(history)}"
+    return decision.model_copy(update={"message": message})
 
 
-def _gate_message(decision: GateDecision, tolerance: float, significant: bool) -> str:
-    test = (f"{decision.difference * 100:+.2f} points, McNemar p={decision.p_value:.2g} "
-            f"(right only tonight on {decision.only_new_correct} images, only the champion on "
-            f"{decision.only_champion_correct})")
+def _rule(by_interval: bool, tolerance: float, alpha: float) -> str:
+    promote = (f"promote on a significant gain when the champion is below what the nights since it predict "
+               f"(at least {MIN_HISTORY_NIGHTS})")
+    if by_interval:
+        return (f"fail when below the past nights' {CONFIDENCE:.0%} prediction bound and significantly below the "
+                f"champion (McNemar p < {alpha:g}); {promote}")
+    return (f"fewer than {MIN_HISTORY_NIGHTS} past nights: fail on a significant drop (McNemar p < {alpha:g}) of "
+            f"more than {tolerance * 100:.2f} points; {promote}")
+
+
+def _verdict_text(decision: ChampionDecision, significant: bool, low: bool, since: int, by_interval: bool,
+                  tolerance: float) -> str:
+    beyond, within = (("below what the past nights predict", "within what the past nights predict") if by_interval
+                      else (f"more than {tolerance * 100:.2f} points lower",
+                            f"within the {tolerance * 100:.2f}-point tolerance"))
     if decision.promoted:
-        verdict = f"new champion, {'significantly better' if significant else 'more accurate within noise'}"
-    elif decision.regressed:
-        verdict = f"champion kept; REGRESSION: significant drop of more than {tolerance * 100:.2f} points"
-    elif decision.warning:
-        verdict = f"champion kept; WARNING: drop of more than {tolerance * 100:.2f} points, not significant"
-    else:
-        verdict = "champion kept, not more accurate"
-    return (f"{decision.model}: {verdict}; accuracy {decision.accuracy:.4f} vs champion "
-            f"{decision.champion_accuracy:.4f}, {test}{_history_text(decision.model_dump())}")
+        return (f"new champion, significantly better, and the champion {decision.champion_accuracy:.4f} is below the "
+                f"{decision.champion_bound:.4f} that the {since} nights since it predict")
+    if decision.regressed:
+        return f"champion kept; REGRESSION: {beyond} and significantly worse than the champion"
+    if decision.warning:
+        return (f"champion kept; WARNING: {beyond}, but not significantly worse than the champion" if low else
+                f"champion kept; significantly worse than the champion, but {within}")
+    if decision.difference > 0 and significant:
+        if decision.champion_bound is None:
+            return (f"champion kept; significantly better tonight, but {since} night(s) since the champion are too "
+                    "few to tell a better model from a lucky seed")
+        return (f"champion kept; significantly better tonight, but the champion is within the {since} nights since it "
+                f"(bound {decision.champion_bound:.4f}): a lucky seed, not a better model")
+    return "champion kept, not significantly better" if decision.difference > 0 else "champion kept, not more accurate"
 
 
-def _history(history_accuracies: Sequence[float], accuracy: float) -> dict:
-    """Mean, spread and tonight's z-score against the past nights, as GateDecision fields."""
-    values = np.asarray(history_accuracies, dtype=float)
+def _test_text(decision: ChampionDecision) -> str:
+    return (f"accuracy {decision.new_accuracy:.4f} vs champion {decision.champion_accuracy:.4f}, "
+            f"{decision.difference * 100:+.2f} points, McNemar p={decision.p_value:.2g} (right only tonight on "
+            f"{decision.only_new_correct} images, only the champion on {decision.only_champion_correct})")
+
+
+def _history_values(accuracies: Sequence[float]) -> np.ndarray:
+    values = np.asarray(accuracies, dtype=float)
     if values.ndim != 1 or not np.all(np.isfinite(values)):
         raise ValueError(f"history_accuracies must be a 1-D sequence of finite past accuracies, got {values!r}")
+    return values
+
+
+def _history(values: np.ndarray) -> dict:
+    """The nights' count, mean, spread and prediction bound, as ChampionDecision fields."""
     if values.size == 0:
-        return {"history_mean": None, "history_std": None, "nights": 0, "z_score": None}
+        return {"nights": 0, "history_mean": None, "history_std": None, "interval_low": None}
     mean, deviation = spread(values)[:2]
-    std = None if math.isnan(deviation) else deviation
-    z_score = (accuracy - mean) / std if std else None
-    return {"history_mean": mean, "history_std": std, "nights": int(values.size), "z_score": z_score}
+    return {"nights": int(values.size), "history_mean": mean,
+            "history_std": None if math.isnan(deviation) else deviation, "interval_low": prediction_bound(values)}
 
 
 def _history_text(history: Mapping) -> str:
+    if history["nights"] < MIN_HISTORY_NIGHTS:
+        return f"; {history['nights']} past night(s), fewer than {MIN_HISTORY_NIGHTS}: the tolerance rule decides"
+    return f"{_past_text(history)} predict at least {history['interval_low']:.4f}"
+
+
+def _past_text(history: Mapping) -> str:
     if not history["nights"]:
         return ""
-    text = f"; past {history['nights']} night(s) mean {history['history_mean']:.4f}"
-    if history["history_std"] is not None:
-        text += f" ± {history['history_std']:.4f}"
-    return text + (f", z={history['z_score']:+.2f}" if history["z_score"] is not None else "")
+    deviation = f" ± {history['history_std']:.4f}" if history["history_std"] is not None else ""
+    return f"; past {history['nights']} night(s) {history['history_mean']:.4f}{deviation}"
 
 
 # ---- the report's findings across seeds -----------------------------------------------------------------

@@ -1,82 +1,107 @@
-"""Nightly tasks: the noise-aware gate against each champion, the history, promotion and pruning."""
+"""Nightly tasks: the noise-aware gate against each champion, promotion, the history, and retention."""
 
 from __future__ import annotations
 
-import shutil
+import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from mnist_models import evaluation as evaluation_lib
 from mnist_models import nightly, outputs, replicates, tables
 from mnist_models.evaluation import correct_vector, representative_runs, sweep_runs
-from mnist_models.io import atomic_path
-from mnist_models.layout import ArtifactsLayout
-from mnist_models.records import ChampionDecision
+from mnist_models.isolation import run_isolated
+from mnist_models.layout import ArtifactsLayout, RunFolder
+from mnist_models.records import ChampionDecision, PreparedData
+from tasks.evaluation import prediction_stamp
 
 # The history table's gate columns, as the outputs registry declares them.
 GATE_COLUMNS = [column for column in outputs.TABLES["history"].columns if column not in nightly.HISTORY_COLUMNS]
 
 
-def _verdict(decision: replicates.GateDecision) -> str:
-    if decision.champion_accuracy is None:
-        return "first champion"
-    if decision.promoted:
-        return "promoted"
-    if decision.regressed:
-        return "regressed"
-    return "kept (drop within noise)" if decision.warning else "kept"
-
-
-def _champion_predictions(layout: ArtifactsLayout, model: str):
-    return layout.champions_dir / f"{model}.predictions.parquet"
+def nights_dir(layout: ArtifactsLayout) -> Path:
+    """Where each night's record of the runs it used lives (one small JSON file per date and flow run)."""
+    return layout.root / "nights"
 
 
 @task
-def gate_champions(layout: ArtifactsLayout, date: str, flow_run_id: str, tolerance: float,
+def gate_champions(layout: ArtifactsLayout, data: PreparedData, date: str, flow_run_id: str, tolerance: float,
                    alpha: float) -> list[ChampionDecision]:
-    """Per model, test tonight's representative run against its champion on the same test images; promote,
-    keep or fail; write tonight's history rows with each decision; publish the decisions."""
+    """Record every run tonight used; per model, test tonight's representative run against its champion and the
+    past nights; promote, keep or fail; write the history and promotions tables; publish the decisions."""
     logger = get_run_logger()
-    summary = sweep_runs(pd.read_parquet(layout.table("summary")["parquet"]))
+    night = dt.date.fromisoformat(date)
+    summary = pd.read_parquet(layout.table("summary")["parquet"])
+    nightly.record_night(nights_dir(layout), night, flow_run_id, summary["run_id"])  # before anything can fail
     path = layout.table("history")["parquet"]
     existing = pd.read_parquet(path) if path.exists() else None
-    past = existing[existing["date"] != date] if existing is not None else None
-    rows = nightly.history_rows(summary, pd.Timestamp(date).date(), flow_run_id)
+    rows = nightly.history_rows(sweep_runs(summary), night, flow_run_id)
     for column in GATE_COLUMNS:
         rows[column] = None
     decisions, by_id = [], summary.set_index("run_id")
     for model, run_id in representative_runs(summary).items():
-        folder = layout.run(run_id)
-        champion = nightly.read_champion(layout.champions_dir, model)
-        stored = _champion_predictions(layout, model)
-        run = by_id.loc[run_id]
-        rate = float(run["learning_rate"])
-        history = [] if past is None else past.loc[
-            (past["model"] == model) & (past["learning_rate"] == rate), "accuracy"].tolist()
-        decision = replicates.gate(model, correct_vector(folder.predictions),
-                                   correct_vector(stored) if champion and stored.exists() else None,
-                                   history, tolerance, alpha)
-        if decision.promoted:
-            nightly.promote(layout.champions_dir, model, folder.model, folder.manifest, {
-                "accuracy": decision.accuracy, "run_id": run_id, "learning_rate": rate,
-                "seed": int(run["seed"])})
-            with atomic_path(stored) as temporary:
-                shutil.copyfile(folder.predictions, temporary)
+        decision = _decide(layout, data, by_id.loc[run_id], run_id, existing, night, flow_run_id, tolerance, alpha)
         logger.info(decision.message)
-        mask = rows["run_id"] == run_id
-        rows.loc[mask, GATE_COLUMNS] = [_verdict(decision), decision.champion_accuracy, decision.p_value,
-                                        decision.history_mean, decision.history_std, decision.message]
-        decisions.append(ChampionDecision(model=model, new_accuracy=decision.accuracy,
-                                          champion_accuracy=decision.champion_accuracy, promoted=decision.promoted,
-                                          regressed=decision.regressed, warning=decision.warning,
-                                          p_value=decision.p_value, message=decision.message))
-    _write_history(layout, nightly.append_history(existing, rows.astype({"champion_accuracy": float,
-                                                                           "p_value": float, "history_mean": float,
-                                                                           "history_std": float})))
+        rows.loc[rows["run_id"] == run_id, GATE_COLUMNS] = [_gate_cell(decision, column) for column in GATE_COLUMNS]
+        decisions.append(decision)
+    _write_history(layout, nightly.append_history(existing, rows.astype(_GATE_TYPES)))
+    tables.write_table(nightly.promotions_table(layout.champions_dir), layout.tables_dir, "promotions")
     create_markdown_artifact(key="nightly-gate", description="Tonight's champion decisions",
                              markdown="\n".join(f"- {decision.message}" for decision in decisions))
     return decisions
+
+
+_GATE_TYPES = {"champion_accuracy": float, "p_value": float, "history_mean": float, "history_std": float,
+               "interval_low": float, "champion_bound": float, "nights": "Int64", "champion_version": "Int64"}
+
+
+def _gate_cell(decision: ChampionDecision, column: str) -> object:
+    return decision.verdict if column == "decision" else getattr(decision, column)
+
+
+def _decide(layout: ArtifactsLayout, data: PreparedData, run: pd.Series, run_id: str, existing: pd.DataFrame | None,
+            night: dt.date, flow_run_id: str, tolerance: float, alpha: float) -> ChampionDecision:
+    """The gate's decision on one model's run tonight; a promotion is made before this returns."""
+    model, folder = str(run["model"]), layout.run(run_id)
+    past = nightly.past_accuracies(existing, model, float(run["learning_rate"]), int(run["epochs"]), before=night)
+    champion = nightly.current_champion(layout.champions_dir, model)
+    if champion is None:
+        decision = replicates.gate(model, correct_vector(folder.predictions), None, past.tolist(), tolerance, alpha)
+    else:
+        nightly.check_comparable(champion, data)
+        baseline = nightly.baseline_correct(layout.champions_dir, champion, data.test_hash,
+                                            _repredict(layout, data, champion))
+        since = int((past.index > champion.date).sum())
+        decision = replicates.gate(model, correct_vector(folder.predictions), baseline, past.tolist(), tolerance,
+                                   alpha, nights_since_champion=since)
+    decision = decision.model_copy(update={"run_id": run_id,
+                                           "champion_version": champion.version if champion else None})
+    if not decision.promoted:
+        return decision
+    version = nightly.promote(layout.champions_dir, model, folder, accuracy=decision.new_accuracy,
+                              dataset=data.dataset, test_hash=data.test_hash, date=night,
+                              reason=_reason(decision), flow_run_id=flow_run_id)
+    return decision.model_copy(update={"message": f"{decision.message}; promoted as {version.label}"})
+
+
+def _repredict(layout: ArtifactsLayout, data: PreparedData, champion: nightly.ChampionVersion):
+    """Predict the test split again from a champion version's own model, in a child process (TensorFlow)."""
+    def predict(folder: RunFolder) -> None:
+        get_run_logger().info(f"{champion.model}: champion {champion.label}'s predictions are missing or stale; "
+                              f"predicting the test split again from {folder.model}")
+        run_isolated(evaluation_lib.evaluate_run, folder, layout.absolute(data.test),
+                     stamp={**prediction_stamp(data), "model": champion.model_sha256}, log=get_run_logger().info)
+    return predict
+
+
+def _reason(decision: ChampionDecision) -> str:
+    if decision.champion_accuracy is None:
+        return "first champion"
+    return (f"significantly better: {decision.difference * 100:+.2f} points, McNemar p={decision.p_value:.2g}; the "
+            f"champion's {decision.champion_accuracy:.4f} is below the {decision.champion_bound:.4f} that the nights "
+            "since it predict")
 
 
 def _write_history(layout: ArtifactsLayout, history: pd.DataFrame) -> None:
@@ -89,8 +114,12 @@ def _write_history(layout: ArtifactsLayout, history: pd.DataFrame) -> None:
 
 @task
 def prune_old_runs(layout: ArtifactsLayout, keep_nights: int, planned: list[str]) -> None:
-    """Delete run folders that no champion, none of the last `keep_nights` nights and no current plan uses."""
-    history = pd.read_parquet(layout.table("history")["parquet"])
-    keep = (nightly.champion_run_ids(layout.champions_dir) | nightly.recent_run_ids(history, keep_nights)
+    """Delete the run folders that no champion, none of the last `keep_nights` nights (every flow run of each
+    date) and no current plan uses; only folders with a valid manifest are ever deleted."""
+    path = layout.table("history")["parquet"]
+    history = pd.read_parquet(path) if path.exists() else None
+    keep = (nightly.champion_run_ids(layout.champions_dir)
+            | nightly.kept_run_ids(nightly.read_nights(nights_dir(layout)), keep_nights)
+            | nightly.recent_run_ids(history, keep_nights)  # nights from before the night records
             | set(planned))
     get_run_logger().info(nightly.prune_runs(layout.runs_dir, keep).describe())

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -418,26 +419,40 @@ def test_cli_help_lists_every_configuration_field_with_its_default():
 
 
 def test_nightly_run_keeps_history_and_champions_and_gates_regressions(tmp_path):
+    from mnist_models.prediction import read_stamp, write_predictions
+
     result = study(tmp_path, models=["dnn"], nightly=True).result()
+    root = tmp_path / "nightly"  # the nightly's own folder: the on-demand study's files are never touched
     seed = int(time.strftime("%Y%m%d", time.gmtime()))
     assert result.runs[0].spec.seed == seed
-    history = pd.read_parquet(tmp_path / "tables" / "history.parquet")
+    history = pd.read_parquet(root / "tables" / "history.parquet")
     assert history[["model", "seed", "decision"]].values.tolist() == [["dnn", seed, "first champion"]]
-    assert (tmp_path / "figures" / "history.png").exists()
-    assert "first champion" in (tmp_path / "report" / "report.md").read_text()
-    champion = tmp_path / "models" / "champion"
-    assert json.loads((champion / "dnn.json").read_text())["run_id"] == result.runs[0].run_id
+    assert (root / "figures" / "history.png").exists() and not (tmp_path / "tables").exists()
+    assert "first champion" in (root / "report" / "report.md").read_text()
+    version = root / "models" / "champion" / "dnn" / "v0001"
+    record = json.loads((version / "record.json").read_text())
+    assert record["run_id"] == result.runs[0].run_id and record["dataset"] == "mnist" and record["test_hash"]
+    promotions = pd.read_parquet(root / "tables" / "promotions.parquet")
+    assert len(promotions) == 1 and promotions["model"].tolist() == ["dnn"]
+    assert len(list((root / "nights").glob("*.json"))) == 1
+
+    # A lost baseline is predicted again from the champion's own model: never a "first champion" again.
+    (version / "predictions.parquet").unlink()
+    state = study(tmp_path, models=["dnn"], nightly=True)
+    assert state.is_completed(), state.message
+    history = pd.read_parquet(root / "tables" / "history.parquet")
+    assert history["decision"].tolist() == ["kept"] and (version / "predictions.parquet").exists()
 
     # A champion right on every test image: tonight's model is significantly worse on the same images,
-    # so the gate fails the night and keeps the champion's predictions.
-    stored = champion / "dnn.predictions.parquet"
-    perfect = pd.read_parquet(stored).assign(predicted=lambda frame: frame["label"])
-    perfect.to_parquet(stored, index=False)
+    # so the gate fails the night and keeps the champion.
+    stored = version / "predictions.parquet"
+    labels = pd.read_parquet(stored)["label"].to_numpy()
+    write_predictions(stored, labels, np.eye(10, dtype=np.float32)[labels], read_stamp(stored))
     state = study(tmp_path, models=["dnn"], nightly=True)
     assert state.is_failed()
     assert "regression gate failed" in state.message and "dnn" in state.message and "McNemar p=" in state.message
-    assert (pd.read_parquet(stored)["predicted"] == pd.read_parquet(stored)["label"]).all()
-    history = pd.read_parquet(tmp_path / "tables" / "history.parquet")
+    assert [path.name for path in version.parent.iterdir()] == ["v0001"]
+    history = pd.read_parquet(root / "tables" / "history.parquet")
     assert history[["model", "decision"]].values.tolist() == [["dnn", "regressed"]]  # one row per model per night
     assert history["champion_accuracy"].iloc[0] == 1.0 and history["p_value"].iloc[0] < 0.05
 

@@ -428,7 +428,8 @@ def history_table() -> pd.DataFrame:
                          "map": accuracy[night], "run_id": f"{model}-{night}", "decision": decision[night],
                          "champion_accuracy": champion[night], "p_value": p_value[night],
                          "history_mean": np.nan if night == 0 else accuracy[0], "history_std": np.nan,
-                         "message": f"{model}: {decision[night]}"})
+                         "message": f"{model}: {decision[night]}", "nights": night, "interval_low": np.nan,
+                         "champion_bound": np.nan, "champion_version": 1 if night else None, "rule": None})
     return pd.DataFrame(rows)
 
 

@@ -8,22 +8,25 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 from statsmodels.stats.weightstats import DescrStatsW
 
 from mnist_models import evaluation
+from mnist_models.records import ChampionDecision
 from mnist_models.replicates import (
     ACROSS_SEED_COLUMNS,
     COMPARISON_COLUMNS,
+    HISTORY_WINDOW,
     REPLICATES_COLUMNS,
     AcrossSeeds,
-    GateDecision,
     across_seed_columns,
     across_seed_sweep,
     conclusions_across_seeds,
     gate,
     paired_test,
+    prediction_bound,
     replicates_table,
     seed_comparisons,
     spread,
@@ -237,7 +240,15 @@ def test_seed_comparisons_of_an_empty_sweep_is_empty() -> None:
 
 # ---- the nightly gate -----------------------------------------------------------------------------------
 
-def test_gate_fails_a_significant_drop_beyond_tolerance() -> None:
+def test_prediction_bound_is_statsmodels_lower_prediction_limit_of_one_more_night() -> None:
+    nights = np.array([0.962, 0.958, 0.965, 0.960, 0.957, 0.963])
+    ols = sm.OLS(nights, np.ones((nights.size, 1))).fit()
+    reference = ols.get_prediction(np.ones((1, 1))).summary_frame(alpha=0.05)["obs_ci_lower"].iloc[0]
+    assert prediction_bound(nights) == pytest.approx(reference)
+    assert prediction_bound(nights[:2]) is None  # fewer than three nights: no interval
+
+
+def test_gate_fails_a_significant_drop_beyond_tolerance_with_few_nights() -> None:
     tonight, champion = _pair(only_a=0, only_b=20)  # 2 points lower, all 20 disagreements go to the champion
     decision = gate("dnn", tonight, champion, [], tolerance=0.005)
     reference = statsmodels_mcnemar([[0, 0], [20, 0]], exact=True).pvalue
@@ -245,7 +256,8 @@ def test_gate_fails_a_significant_drop_beyond_tolerance() -> None:
     assert decision.difference == pytest.approx(-0.02)
     assert (decision.only_new_correct, decision.only_champion_correct) == (0, 20)
     assert decision.regressed and not decision.promoted and not decision.warning
-    assert "REGRESSION" in decision.message
+    assert decision.verdict == "regressed" and decision.interval_low is None
+    assert "REGRESSION: more than 0.50 points lower" in decision.message and "tolerance rule" in decision.message
 
 
 def test_gate_warns_on_the_same_drop_when_not_significant() -> None:
@@ -253,16 +265,45 @@ def test_gate_warns_on_the_same_drop_when_not_significant() -> None:
     decision = gate("dnn", tonight, champion, [], tolerance=0.005)
     reference = statsmodels_mcnemar([[0, 90], [110, 0]], exact=False, correction=True).pvalue
     assert decision.p_value == pytest.approx(reference) and reference >= 0.05
-    assert decision.difference == pytest.approx(-0.02)
     assert decision.warning and not decision.regressed and not decision.promoted
-    assert "WARNING" in decision.message and "not significant" in decision.message
+    assert decision.verdict == "kept (drop within noise)"
+    assert "WARNING" in decision.message and "not significantly worse" in decision.message
+
+
+def test_gate_with_three_nights_fails_only_below_their_bound_and_significantly_worse() -> None:
+    tonight, champion = _pair(only_a=0, only_b=20)  # tonight 0.97, champion 0.99, a significant drop
+    steady = [0.99, 0.991, 0.989, 0.99]
+    decision = gate("dnn", tonight, champion, steady, tolerance=0.005)
+    assert decision.regressed and decision.interval_low == pytest.approx(prediction_bound(steady))
+    assert decision.nights == 4 and "below what the past nights predict" in decision.message
+    assert "fail when below the past nights' 95% prediction bound" in decision.rule
+    # The same drop on nights that move by two points with the seed is seed noise: the night passes.
+    noisy = [0.95, 0.99, 0.97, 0.99]
+    decision = gate("dnn", tonight, champion, noisy, tolerance=0.005)
+    assert not decision.regressed and decision.warning and decision.p_value < 0.05
+    assert "significantly worse than the champion, but within what the past nights predict" in decision.message
+
+
+def test_gate_below_the_nights_but_not_significantly_worse_passes_with_a_warning() -> None:
+    tonight, champion = _pair(only_a=90, only_b=110)  # tonight 0.88, champion 0.90, not significant
+    decision = gate("dnn", tonight, champion, [0.90, 0.901, 0.899, 0.90], tolerance=0.005)
+    assert tonight.mean() < decision.interval_low
+    assert decision.warning and not decision.regressed
+    assert "WARNING: below what the past nights predict, but not significantly worse" in decision.message
+
+
+def test_gate_only_the_last_history_window_counts() -> None:
+    tonight, champion = _pair(only_a=0, only_b=20)
+    history = [0.5] * 10 + [0.99, 0.991, 0.989, 0.99] * 10  # old nights far below: outside the window
+    decision = gate("dnn", tonight, champion, history, tolerance=0.005)
+    assert decision.nights == HISTORY_WINDOW and decision.regressed
 
 
 def test_gate_a_tie_keeps_the_champion() -> None:
     decision = gate("dnn", *_pair(only_a=7, only_b=7), [0.95, 0.96], tolerance=0.005)
     assert decision.difference == 0.0 and decision.p_value == 1.0
     assert not decision.promoted and not decision.regressed and not decision.warning
-    assert "champion kept, not more accurate" in decision.message
+    assert decision.verdict == "kept" and "champion kept, not more accurate" in decision.message
 
 
 def test_gate_a_small_drop_within_tolerance_keeps_the_champion_without_warning() -> None:
@@ -270,12 +311,28 @@ def test_gate_a_small_drop_within_tolerance_keeps_the_champion_without_warning()
     assert (decision.promoted, decision.regressed, decision.warning) == (False, False, False)
 
 
-@pytest.mark.parametrize("only_new, only_champion, significant", [(3, 1, False), (40, 5, True)])
-def test_gate_promotes_a_more_accurate_challenger(only_new: int, only_champion: int, significant: bool) -> None:
-    decision = gate("dnn", *_pair(only_new, only_champion), [], tolerance=0.005)
-    assert decision.promoted and not decision.regressed and not decision.warning
-    assert (decision.p_value < 0.05) == significant
-    assert ("significantly better" if significant else "within noise") in decision.message
+CHAMPION_0_95 = _pair(40, 5)  # tonight 0.985, champion 0.95: significantly better
+
+
+@pytest.mark.parametrize(("since_champion", "nights", "promoted", "said"), [
+    (3, [0.97, 0.975, 0.972], True, "new champion, significantly better, and the champion 0.9500 is below the"),
+    (3, [0.95, 0.951, 0.949], False, "a lucky seed, not a better model"),
+    (2, [0.97, 0.975, 0.972], False, "2 night(s) since the champion are too few"),
+])
+def test_gate_promotes_a_significant_gain_only_over_a_champion_the_nights_since_it_outgrew(
+        since_champion: int, nights: list[float], promoted: bool, said: str) -> None:
+    decision = gate("dnn", *CHAMPION_0_95, nights, tolerance=0.005, nights_since_champion=since_champion)
+    assert decision.p_value < 0.05 and decision.difference > 0
+    assert decision.promoted == promoted and not decision.regressed and not decision.warning
+    assert said in decision.message
+    if since_champion >= 3:
+        assert decision.champion_bound == pytest.approx(prediction_bound(nights[-since_champion:]))
+
+
+def test_gate_never_promotes_a_gain_that_is_not_significant() -> None:
+    decision = gate("dnn", *_pair(3, 1), [0.9] * 5, tolerance=0.005, nights_since_champion=5)
+    assert not decision.promoted and decision.difference > 0 and decision.p_value >= 0.05
+    assert "champion kept, not significantly better" in decision.message
 
 
 def test_gate_first_champion_and_history() -> None:
@@ -283,13 +340,13 @@ def test_gate_first_champion_and_history() -> None:
     history = [0.965, 0.972, 0.968]
     decision = gate("convnet", tonight, None, history, tolerance=0.005)
     assert decision.promoted and decision.champion_accuracy is None and decision.p_value is None
+    assert decision.verdict == "first champion"
     assert decision.nights == 3 and decision.history_mean == pytest.approx(np.mean(history))
     assert decision.history_std == pytest.approx(np.std(history, ddof=1))
-    assert decision.z_score == pytest.approx((0.97 - np.mean(history)) / np.std(history, ddof=1))
-    assert decision.message.startswith("convnet: first champion, accuracy 0.9700; past 3 night(s) mean 0.9683 ± ")
-    assert GateDecision.from_json(decision.to_json()) == decision
+    assert decision.message.startswith("convnet: first champion, accuracy 0.9700; past 3 night(s) 0.9683 ± ")
+    assert ChampionDecision.from_json(decision.to_json()) == decision
     one_night = gate("convnet", tonight, None, [0.96], tolerance=0.005)
-    assert (one_night.nights, one_night.history_std, one_night.z_score) == (1, None, None)
+    assert (one_night.nights, one_night.history_std, one_night.interval_low) == (1, None, None)
 
 
 def test_gate_rejects_bad_input() -> None:
@@ -304,6 +361,8 @@ def test_gate_rejects_bad_input() -> None:
         gate("dnn", tonight.astype(int), champion, [], tolerance=0.005)
     with pytest.raises(ValueError, match="history_accuracies"):
         gate("dnn", tonight, champion, [0.9, float("nan")], tolerance=0.005)
+    with pytest.raises(ValueError, match="nights_since_champion must count some of the 2 past nights"):
+        gate("dnn", tonight, champion, [0.9, 0.91], tolerance=0.005, nights_since_champion=3)
 
 
 # ---- findings across seeds ------------------------------------------------------------------------------

@@ -262,7 +262,8 @@ def history_table() -> pd.DataFrame:
                 "accuracy_high": accuracy + 0.002, "map": accuracy, "run_id": f"{model}-night{night}",
                 "decision": decision, "champion_accuracy": champion if night else np.nan,
                 "p_value": p_value if night else np.nan, "history_mean": accuracies[0] if night else np.nan,
-                "history_std": np.nan, "message": f"{model}: {decision}, accuracy {accuracy:.4f}"})
+                "history_std": np.nan, "message": f"{model}: {decision}, accuracy {accuracy:.4f}", "nights": night, "interval_low": np.nan,
+                         "champion_bound": np.nan, "champion_version": 1 if night else None, "rule": None})
     return pd.DataFrame(rows)
 
 
