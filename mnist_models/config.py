@@ -124,9 +124,11 @@ class StudyConfig(DataConfig):
                     "and retried once (default: ten times the run's expected epoch time, at least 15 minutes)")
     nightly: bool = Field(False, description="nightly retraining: date seed, history, champions and the regression gate")
     regression_tolerance: float = Field(
-        0.005, description="nightly: fail if a model's accuracy drops more than this below its champion")
+        0.005, description="nightly, until 3 past nights exist: fail if a model's accuracy drops more than this "
+                           "below its champion, significantly (after that, the interval of the past nights decides)")
     significance_level: float = Field(
-        0.05, description="nightly: a drop fails the night only when McNemar's test against the champion has p below this")
+        0.05, description="nightly: McNemar's test against the champion must have p below this for a drop to fail "
+                          "the night or a gain to promote")
     keep_nights: int = Field(14, description="nightly: keep the run folders of this many recent nights (and every "
                                              f"champion's), 1 to {MAX_KEEP_NIGHTS}; prune the rest")
 
