@@ -123,6 +123,11 @@ class ArtifactsLayout:
         return self.root / "models" / "champion"
 
     @property
+    def nights_dir(self) -> Path:
+        """Nightly runs: one record per night of the runs it used (what retention keeps)."""
+        return self.root / "nights"
+
+    @property
     def cache_dir(self) -> Path:
         return self.root / ".cache"
 

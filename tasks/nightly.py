@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -21,11 +20,6 @@ from tasks.evaluation import prediction_stamp
 GATE_COLUMNS = [column for column in outputs.TABLES["history"].columns if column not in nightly.HISTORY_COLUMNS]
 
 
-def nights_dir(layout: ArtifactsLayout) -> Path:
-    """Where each night's record of the runs it used lives (one small JSON file per date and flow run)."""
-    return layout.root / "nights"
-
-
 @task
 def gate_champions(layout: ArtifactsLayout, data: PreparedData, date: str, flow_run_id: str, tolerance: float,
                    alpha: float) -> list[ChampionDecision]:
@@ -34,7 +28,7 @@ def gate_champions(layout: ArtifactsLayout, data: PreparedData, date: str, flow_
     logger = get_run_logger()
     night = dt.date.fromisoformat(date)
     summary = pd.read_parquet(layout.table("summary")["parquet"])
-    nightly.record_night(nights_dir(layout), night, flow_run_id, summary["run_id"])  # before anything can fail
+    nightly.record_night(layout.nights_dir, night, flow_run_id, summary["run_id"])  # before anything can fail
     path = layout.table("history")["parquet"]
     existing = pd.read_parquet(path) if path.exists() else None
     rows = nightly.history_rows(sweep_runs(summary), night, flow_run_id)
@@ -119,7 +113,7 @@ def prune_old_runs(layout: ArtifactsLayout, keep_nights: int, planned: list[str]
     path = layout.table("history")["parquet"]
     history = pd.read_parquet(path) if path.exists() else None
     keep = (nightly.champion_run_ids(layout.champions_dir)
-            | nightly.kept_run_ids(nightly.read_nights(nights_dir(layout)), keep_nights)
+            | nightly.kept_run_ids(nightly.read_nights(layout.nights_dir), keep_nights)
             | nightly.recent_run_ids(history, keep_nights)  # nights from before the night records
             | set(planned))
     get_run_logger().info(nightly.prune_runs(layout.runs_dir, keep).describe())
