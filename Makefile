@@ -37,6 +37,12 @@ test: $(STAMP)  ## the test suite (slow full-size runs excluded)
 test-all: $(STAMP)
 	$(PYTHON) -m pytest -m '' $(ARGS)
 
+# A Prefect server on a throwaway PostgreSQL cluster (scripts/postgres.sh; Debian's `postgresql`), two
+# workers, queueing on a shared folder, cancelling, a crashed night's notification: about 3 minutes.
+.PHONY: test-service
+test-service: $(STAMP)
+	$(PYTHON) -m pytest -m service $(ARGS)
+
 benchmark: $(STAMP)
 	$(PYTHON) benchmarks/load_parquet.py
 	$(PYTHON) benchmarks/training_speed.py $(ARGS)

@@ -15,12 +15,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError  # the sync API raises it too
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -37,28 +36,15 @@ def slot_name(artifacts_dir: str | Path) -> str:
     return f"artifacts-{digest[:12]}"
 
 
-def _ensure_limit(name: str) -> None:
-    """Create the limit (1 slot) unless it exists; another run creating it at the same moment is fine."""
+def _limit(name: str) -> GlobalConcurrencyLimitResponse:
+    """The limit (1 slot), created unless it exists; another run creating it at the same moment is fine."""
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            return client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-
-
-def _take(name: str, holder: ConcurrencyLeaseHolder, wait: bool) -> contextlib.AbstractContextManager[None]:
-    """The slot as a context manager: with `wait`, Prefect retries until the slot is free."""
-    # A renewal that fails (the server restarting) must not kill an hour of training: the run goes
-    # on, and the flock inside still keeps a second run out of the folder.
-    return concurrency(name, max_retries=None if wait else 0, lease_duration=LEASE_SECONDS, strict=True,
-                       holder=holder, raise_on_lease_renewal_failure=False)
-
-
-def _is_held(error: ConcurrencySlotAcquisitionError) -> bool:
-    """Whether the server refused the slot because it is taken (HTTP 423), not for another reason."""
-    cause = error.__cause__
-    return isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423
+            return client.read_global_concurrency_limit_by_name(name)
 
 
 @contextlib.contextmanager
@@ -73,20 +59,19 @@ def artifacts_slot(root: Path) -> Iterator[None]:
         yield
         return
     name = slot_name(root)
-    _ensure_limit(name)
-    holder = ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
     logger = get_run_logger()
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(_take(name, holder, wait=False))
-        except ConcurrencySlotAcquisitionError as error:
-            if not _is_held(error):
-                raise
-            logger.info(f"waiting for the artifacts folder {root} (held by another flow run; "
-                        f"global concurrency limit {name})")
-            started = time.monotonic()
-            held.enter_context(_take(name, holder, wait=True))
-            logger.info(f"the artifacts folder {root} is free after {time.monotonic() - started:.0f} s")
-        else:
-            logger.info(f"holding the artifacts folder {root} (global concurrency limit {name})")
+    started = time.monotonic()
+    limit = _limit(name)
+    held_elsewhere = limit.active and limit.active_slots >= limit.limit  # for the log: the server decides below
+    if held_elsewhere:
+        logger.info(f"waiting for the artifacts folder {root} (held by another flow run; "
+                    f"global concurrency limit {name})")
+    # Prefect retries until the slot is free (the server says when to ask again, at most every 30 s).
+    # A lease renewal that fails (the server restarting) must not kill an hour of training: the run
+    # goes on, and the folder's lock inside still keeps a second run out.
+    with concurrency(name, lease_duration=LEASE_SECONDS, strict=True, raise_on_lease_renewal_failure=False,
+                     holder=ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)):
+        waited = time.monotonic() - started
+        logger.info(f"holding the artifacts folder {root} (global concurrency limit {name})"
+                    + (f" after waiting {waited:.0f} s" if held_elsewhere else ""))
         yield
