@@ -12,7 +12,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: study quick test test-all benchmark install clean automation
+.PHONY: study quick test test-all benchmark install clean automation wheel-check
 
 # A GPU-capable TensorFlow where an NVIDIA GPU answers, the small CPU build elsewhere (override: TF_EXTRA=cpu).
 TF_EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
@@ -51,6 +51,10 @@ benchmark: $(STAMP)
 # again to change the URL. Needs PREFECT_API_URL pointing at the server and the deployments on it.
 automation: $(STAMP)  ## make automation WEBHOOK_URL=https://hooks.example.com/...
 	$(PYTHON) automations/create.py
+
+# Build the wheel, install it in a fresh venv outside the checkout, run the quick profile from `mnist-study`.
+wheel-check:
+	scripts/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
