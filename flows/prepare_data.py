@@ -17,7 +17,7 @@ from flows._runtime import parse_config, resolve_mirrors, run_cli, run_flow
 from mnist_models.config import DataConfig
 from mnist_models.datasets import SPLIT_FILES, get_dataset
 from mnist_models.download import normalize_mirror
-from mnist_models.io import DiskFullError, remove_stale_temporaries
+from mnist_models.io import DiskFullError, file_sha256, remove_stale_temporaries
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.provenance import Decision, StageKey, StageStore, code_closure, digest
@@ -66,13 +66,16 @@ def prepare(config: DataConfig, layout: ArtifactsLayout, ledger: Ledger) -> Prep
     facts_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": data_hash}, code=data_code)
     ledger.stage("data", "dataset_facts", facts_key,
                  lambda: (None, write_dataset_facts(raw, layout.tables_dir)), lambda stored: None)
-    figure_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": split_hashes["train"]},
+    # Downstream stages read the Parquet, so they key on its content: a change in how it is made reaches them.
+    parquet = {split: file_sha256(folder.split(split)) for split in SPLIT_FILES}
+    figure_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": parquet["train"]},
                           code=code_closure("tasks.figures"))
     ledger.stage("data", "first_25_images", figure_key,
                  lambda: (None, [render_first_images(folder.split("train"), layout.figure("first_25_images"))]),
                  lambda stored: None)
-    return PreparedData(dataset=config.dataset, content_hash=data_hash, train=layout.relative(folder.split("train")),
-                        test=layout.relative(folder.split("test")), test_hash=split_hashes["test"])
+    return PreparedData(dataset=config.dataset, content_hash=digest(parquet),
+                        train=layout.relative(folder.split("train")), test=layout.relative(folder.split("test")),
+                        test_hash=parquet["test"])
 
 
 @flow(name="prepare-data", log_prints=False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import resource
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from mnist_models.memory import peak_memory_mb, reset_peak_memory  # noqa: F401  (peak_memory_mb: re-exported)
 from mnist_models.quiet import banners_filtered
 
 
@@ -49,27 +49,6 @@ def describe_exit(exitcode: int | None) -> str:
         hint = "; likely out of memory" if number == signal.SIGKILL else ""
         return f"killed by signal {number} ({name}){hint}"
     return f"exited with status {exitcode} before reporting a result"
-
-
-def peak_memory_mb() -> float:
-    """This process's peak resident memory, in MiB, since it started or since the last `reset_peak_memory`."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
-
-
-def reset_peak_memory() -> None:
-    """Start measuring the peak resident memory afresh (Linux: /proc/self/clear_refs); elsewhere a no-op."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        pass
 
 
 class Worker:

@@ -17,7 +17,7 @@ from mnist_models.architectures import ARCHITECTURES, check_model_name
 from mnist_models.config import StudyConfig
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import (TRAINING_LIBRARIES, Decision, StageKey, code_closure, key_change,
-                                     library_versions)
+                                     library_versions, numerics_environment)
 from mnist_models.records import EvaluatedRun, PlannedRun, Role, RunSpec
 from mnist_models.training import read_manifest
 
@@ -31,13 +31,15 @@ DEFAULT_RUN_MEMORY_MB = 1536.0  # a run's peak before any manifest has measured 
 
 def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
              train_subset: int | None, dataset: str, data_hash: str) -> RunSpec:
-    """A run's spec, with the current source of every module its training imports and the library versions."""
+    """A run's spec: the code of every module its training imports (of the registry, only this model's entry),
+    the training libraries' versions and the environment that changes TensorFlow's numerics."""
     check_model_name(model)
     builder_module, _ = ARCHITECTURES[model]
+    code = code_closure("mnist_models.training", builder_module,
+                        entries={"mnist_models.architectures": ("ARCHITECTURES", model)})
     return RunSpec(model=model, learning_rate=float(learning_rate), epochs=epochs, batch_size=batch_size, seed=seed,
-                   train_subset=train_subset, dataset=dataset, data_hash=data_hash,
-                   code_files=code_closure("mnist_models.training", builder_module),
-                   versions=library_versions(TRAINING_LIBRARIES))
+                   train_subset=train_subset, dataset=dataset, data_hash=data_hash, code_files=code,
+                   versions={**library_versions(TRAINING_LIBRARIES), **numerics_environment()})
 
 
 def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = None) -> list[PlannedRun]:
@@ -67,7 +69,8 @@ def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = No
 
 
 def spec_key(spec: RunSpec) -> StageKey:
-    """A run's key in the terms a cache decision explains: parameters, data, code files, library versions."""
+    """A run's key in the terms a cache decision explains: parameters, data, code files, library versions and
+    environment."""
     return StageKey(parameters=spec.model_dump(include={"epochs", "batch_size", "seed", "train_subset"}),
                     inputs={"data": spec.data_hash}, code=spec.code_files, versions=spec.versions)
 

@@ -1,11 +1,13 @@
 """What a stage's result depends on, whether a stored result may be reused, and why not.
 
-A stage's *key* is its parameters, the content hashes of its inputs, the source of every project
-module it imports (transitively, found by reading import statements) and the major.minor versions
-of the libraries that shape its result. Its *record* (JSON, under `<artifacts>/.cache/stages/`)
-stores that key, the content hash of each file it wrote (relative to the artifacts root), and the
-stage's result. A stored result is reused only when the key is equal and every output still has
-the hash it was written with; otherwise the decision names what changed.
+A stage's *key* is its parameters, the content hashes of its inputs, the code of every project
+module it imports (transitively, found by reading import statements; a module counts by its syntax
+tree, so comments, docstrings and formatting do not), the major.minor versions of the libraries
+that shape its result, and the environment variables that change their numerics. Its *record*
+(JSON, under `<artifacts>/.cache/stages/`) stores that key, the content hash of each file it wrote
+(relative to the artifacts root), and the stage's result. A stored result is reused only when the
+key is equal and every output still has the hash it was written with; otherwise the decision names
+what changed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib import metadata
@@ -28,10 +31,18 @@ from mnist_models.layout import ArtifactsLayout
 from mnist_models.records import Record
 
 PROJECT_PACKAGES = ("mnist_models", "tasks", "flows")
-# Distributions whose major.minor version can change a result, by what they shape.
+# Libraries whose major.minor version can change a result, by what they shape. A name that is also an
+# import package is keyed by the distribution that provides it: `tensorflow-cpu` is not `tensorflow`.
 TRAINING_LIBRARIES = ("tensorflow", "keras", "numpy")
 ANALYSIS_LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy")
-FIGURE_LIBRARIES = ("matplotlib", "numpy")
+FIGURE_LIBRARIES = ("matplotlib", "numpy", "scikit-learn")
+REPORT_LIBRARIES = ("jinja2", "markdown", "numpy", "scipy")
+# Environment variables that change TensorFlow's numerics, with the value TensorFlow takes when one is unset
+# or not a boolean (oneDNN's fused kernels round differently; TensorFlow 2.21 turns them on by default on x86).
+# Not keyed although it changes numbers: TensorFlow's thread count. With op determinism on, one epoch on
+# 2,000 images gives bit-identical dnn weights on 1 and 2 threads but convnet weights up to 3e-3 apart (oneDNN
+# on or off; tests/mnist_models/test_stage_closures.py). The flow picks it after planning, from the runs to train.
+NUMERICS_ENVIRONMENT = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
 # --------------------------------------------------------------------------- the code closure
@@ -97,13 +108,55 @@ def _closure(modules: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
     return tuple(sorted(seen.items()))
 
 
-def code_closure(*modules: str) -> dict[str, str]:
-    """Relative source path -> SHA-256 of every project module the given modules import, transitively."""
+def code_closure(*modules: str, entries: Mapping[str, tuple[str, str]] | None = None) -> dict[str, str]:
+    """Relative source path -> hash of the syntax tree of every project module the given modules import, transitively.
+
+    `entries` narrows a registry: for module -> (dict name, key), only that entry of the module's top-level
+    dict literal counts, so adding or editing another entry leaves this closure's hashes as they were.
+    """
+    entries = entries or {}
     files = {}
     for module, path in _closure(tuple(sorted(modules))):
         relative = path.relative_to(_package_parent(module.split(".")[0]))
-        files[relative.as_posix()] = file_sha256(path)
+        files[relative.as_posix()] = source_hash(path, entries.get(module))
     return files
+
+
+def source_hash(path: str | os.PathLike[str], entry: tuple[str, str] | None = None) -> str:
+    """SHA-256 of a Python file's syntax tree without docstrings: what runs, not comments or formatting.
+
+    With `entry` (dict name, key), the module's top-level dict literal of that name keeps only that key.
+    """
+    stat = os.stat(path)
+    return _tree_hash(Path(path), entry, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _tree_hash(path: Path, entry: tuple[str, str] | None, *version: int) -> str:
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _has_docstring(node):
+            node.body = node.body[1:]
+    if entry is not None:
+        _narrow_dict(tree, *entry)
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+def _has_docstring(node: ast.AST) -> bool:
+    first = node.body[0] if node.body else None
+    return (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str))
+
+
+def _narrow_dict(tree: ast.Module, name: str, key: str) -> None:
+    """Keep only `key` in the top-level dict literal assigned to `name` (a dict built otherwise counts whole)."""
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets) \
+                and isinstance(getattr(node, "value", None), ast.Dict):
+            kept = [(k, v) for k, v in zip(node.value.keys, node.value.values)
+                    if isinstance(k, ast.Constant) and k.value == key]
+            node.value.keys, node.value.values = [k for k, _ in kept], [v for _, v in kept]
 
 
 def package_files(package: str, *patterns: str) -> dict[str, str]:
@@ -115,18 +168,44 @@ def package_files(package: str, *patterns: str) -> dict[str, str]:
 
 
 def library_versions(distributions: Iterable[str]) -> dict[str, str]:
-    """Major.minor version of each installed distribution (TensorFlow under either of its names)."""
+    """Major.minor version of each library, keyed by the distribution that provides it (`tensorflow-cpu`
+    for `tensorflow` where that is what is installed); "absent" when none is."""
     versions = {}
     for name in distributions:
-        for candidate in ((name, f"{name}-cpu") if name == "tensorflow" else (name,)):
+        for provider in _providers(name):
             try:
-                versions[name] = ".".join(metadata.version(candidate).split(".")[:2])
-                break
+                versions[provider] = ".".join(metadata.version(provider).split(".")[:2])
             except metadata.PackageNotFoundError:
-                continue
-        else:
-            versions[name] = "absent"
+                versions[provider] = "absent"
     return versions
+
+
+def _providers(name: str) -> list[str]:
+    """The installed distributions that provide import package `name`, else `name` itself (scikit-learn)."""
+    return sorted({_canonical(distribution)
+                   for distribution in _packages_distributions().get(name.replace("-", "_"), ())}) or [name]
+
+
+@lru_cache(maxsize=1)
+def _packages_distributions() -> Mapping[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+def _canonical(distribution: str) -> str:
+    """A distribution's name as PyPI normalises it: `tensorflow_cpu` -> `tensorflow-cpu`, `Jinja2` -> `jinja2`."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def numerics_environment(environment: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The effective value ("1" or "0") of each variable of NUMERICS_ENVIRONMENT, as TensorFlow reads it.
+
+    Read from this process's environment, which the training processes inherit (not a Dask worker's own).
+    """
+    effective = {}
+    for name, default in NUMERICS_ENVIRONMENT.items():
+        value = environment.get(name, "").strip().lower()
+        effective[name] = {"1": "1", "true": "1", "0": "0", "false": "0"}.get(value, default)
+    return effective
 
 
 def digest(value: Any) -> str:
@@ -143,7 +222,7 @@ class StageKey(Record):
     parameters: dict[str, Any] = {}
     inputs: dict[str, str] = {}  # input name -> content hash
     code: dict[str, str] = {}  # relative source path -> hash
-    versions: dict[str, str] = {}  # distribution -> major.minor
+    versions: dict[str, str] = {}  # distribution -> major.minor; NUMERICS_ENVIRONMENT variable -> value
 
 
 class StageRecord(Record):
@@ -194,10 +273,13 @@ def key_change(previous: StageKey, current: StageKey) -> str | None:
     code = _changed(previous.code, current.code)
     if code:
         changes.append(f"code changed ({_shorten(code)})")
-    versions = [f"{name} {previous.versions.get(name, 'absent')} -> {current.versions.get(name, 'absent')}"
-                for name in _changed(previous.versions, current.versions)]
-    if versions:
-        changes.append(f"library version changed ({_shorten(versions)})")
+    changed = _changed(previous.versions, current.versions)
+    for kind, names in (("library version", [name for name in changed if name not in NUMERICS_ENVIRONMENT]),
+                        ("environment", [name for name in changed if name in NUMERICS_ENVIRONMENT])):
+        described = [f"{name} {previous.versions.get(name, 'absent')} -> {current.versions.get(name, 'absent')}"
+                     for name in names]
+        if described:
+            changes.append(f"{kind} changed ({_shorten(described)})")
     return "; ".join(changes) or None
 
 

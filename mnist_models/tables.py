@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mnist_models.io import atomic_path, write_text
-
-TABLE_FORMATS = ("parquet", "csv", "md")
+from mnist_models.layout import TABLE_FORMATS
 
 
 def to_markdown(table: pd.DataFrame, float_format: str = "{:.4g}") -> str:

@@ -22,9 +22,10 @@ import pandas as pd
 
 from mnist_models import data as data_lib
 from mnist_models.feeding import Feeder
+from mnist_models.hparams import write_hparams
 from mnist_models.io import atomic_directory, file_sha256, temporary_directory, write_json
-from mnist_models.isolation import peak_memory_mb
 from mnist_models.layout import RunFolder
+from mnist_models.memory import peak_memory_mb
 from mnist_models.records import RunSpec, TrainedRun
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
@@ -285,7 +286,10 @@ def _begin(spec: RunSpec, start: Start | None, live: RunFolder, probe_rows, trai
 
     if start is not None:
         log(f"{spec.run_id}: continuing from epoch {start.epoch} of {start.source}")
-        shutil.copytree(start.folder.tensorboard, live.tensorboard, dirs_exist_ok=True)
+        # Keras's per-epoch logs (train/, validation/) continue; the earlier run's HParams record does not.
+        shutil.copytree(start.folder.tensorboard, live.tensorboard, dirs_exist_ok=True,
+                        ignore=lambda folder, names: [name for name in names if Path(folder, name).is_file()]
+                        if Path(folder) == start.folder.tensorboard else [])
         state = _State.load(start.folder, start.epoch)
         if start.source != "checkpoint":  # a diverged run stays diverged: its weights are not numbers
             state.diverged = (read_manifest(start.folder) or {}).get("diverged")
@@ -382,6 +386,7 @@ def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: R
             "files": [path.name for path in folder.training_files],
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        write_hparams(work.tensorboard, folder.run_id, spec, manifest["final_metrics"])  # TensorBoard's HParams
         manifest["file_hashes"] = folder_hashes(work)
         if after_run is not None:
             after_run(work, model, test, lambda line: log(f"{folder.run_id}: {line}"))

@@ -16,8 +16,8 @@ from mnist_models.config import StudyConfig
 from mnist_models.evaluation import StudyRuns
 from mnist_models.io import file_sha256
 from mnist_models.layout import ArtifactsLayout
-from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, Decision, StageKey, code_closure,
-                                     digest, library_versions, package_files)
+from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, REPORT_LIBRARIES, Decision, StageKey,
+                                     code_closure, digest, library_versions, package_files)
 from mnist_models.records import (EvaluatedRun, FailedRun, PlannedRun, PreparedData, RunOutcome, Scores, StudyResult,
                                   TrainedRun)
 from mnist_models.training import read_manifest, trained_run
@@ -108,7 +108,8 @@ def write_outputs(result: StudyResult, config: StudyConfig, layout: ArtifactsLay
                           inputs={layout.relative(path).as_posix(): file_sha256(path) if path.exists() else "missing"
                                   for path in report_inputs},
                           code={**code_closure("tasks.report"),
-                                **package_files("mnist_models", "templates/*.j2", "report.css")})
+                                **package_files("mnist_models", "templates/*.j2", "report.css")},
+                          versions=library_versions(REPORT_LIBRARIES))
     report_paths = ledger.stage(
         "report", "study", report_key,
         lambda: _written(layout, render_report(layout, table_names, figure_paths, config.report_settings(),

@@ -1,7 +1,8 @@
 """The study's architectures, one module each, picked by name from a registry.
 
 The registry names modules instead of importing them, so naming a model or hashing its code
-(for the training cache) never imports Keras.
+(for the training cache) never imports Keras. A run's key holds its builder's module and, of this
+file, only its own entry of ARCHITECTURES (planning.run_spec): adding a model retrains no other.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-# model name -> (module, builder function)
+# model name -> (module, builder function); a dict literal, so that a run's key can keep its entry alone
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "dnn": ("mnist_models.architectures.dnn", "build_dnn"),
     "convnet": ("mnist_models.architectures.convnet", "build_convnet"),

@@ -296,7 +296,7 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
     before = manifests(artifacts)
 
     with open(copy / "mnist_models" / "architectures" / "convnet.py", "a") as source:
-        source.write("\n# a comment changes the file's hash\n")
+        source.write("\n_EDITED = 1  # a statement changes the code (a comment alone would not)\n")
     completed = run("--artifacts-dir", str(artifacts))
     assert completed.returncode == 0, completed.stderr[-3000:]
     new = trained(before, manifests(artifacts))
@@ -308,13 +308,13 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
 
     before = manifests(artifacts)
     with open(copy / "tasks" / "training.py", "a") as source:  # the task wrapper is not part of a run's identity
-        source.write("\n# the wrapper's body changed\n")
+        source.write("\n_EDITED = 1  # the wrapper's body changed\n")
     completed = run("--artifacts-dir", str(artifacts))
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert trained(before, manifests(artifacts)) == set() and recomputed(artifacts) == {}
 
     with open(copy / "mnist_models" / "report.py", "a") as source:
-        source.write("\n# another comment\n")
+        source.write("\n_EDITED = 1\n")
     completed = run("--artifacts-dir", str(artifacts))
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert trained(before, manifests(artifacts)) == set()
@@ -322,7 +322,7 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
 
     # How predictions are made shapes evaluations, not trainings: kept predictions are made again.
     with open(copy / "mnist_models" / "prediction.py", "a") as source:
-        source.write("\n# predictions made another way\n")
+        source.write("\n_EDITED = 1  # predictions made another way\n")
     completed = run("--artifacts-dir", str(artifacts))
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert trained(before, manifests(artifacts)) == set()

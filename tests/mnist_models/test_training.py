@@ -238,3 +238,25 @@ def test_training_afresh_clears_the_lineage_s_checkpoints(small_splits, tmp_path
     train_lineage([spec], small_splits["train"], small_splits["test"], {spec.run_id: folder}, threads=1,
                   resume=False, log=lambda _: None)
     assert not planted.exists() and read_manifest(folder)["continued_from"] is None
+
+
+def test_every_run_declares_its_hyperparameters_to_tensorboard_s_hparams_dashboard(small_splits, tmp_path):
+    """Read back with TensorBoard's own readers; a continued run declares its own settings, once."""
+    from mnist_models.hparams import read_final_metrics, read_hparams
+    from mnist_models.training import train_lineage
+
+    short, long = spec_for("dnn", epochs=1), spec_for("dnn", epochs=2)
+    folders = {spec.run_id: RunFolder(tmp_path / spec.run_id) for spec in (short, long)}
+    train_run(short, small_splits["train"], small_splits["test"], folders[short.run_id], threads=1,
+              log=lambda _: None)
+    train_lineage([long], small_splits["train"], small_splits["test"], {long.run_id: folders[long.run_id]},
+                  threads=1, log=lambda _: None)  # continues the 1-epoch run
+    for spec in (short, long):
+        declared = read_hparams(folders[spec.run_id].tensorboard)
+        assert declared == {"model": "dnn", "learning_rate": spec.learning_rate, "epochs": spec.epochs,
+                            "seed": spec.seed, "batch_size": spec.batch_size, "train_subset": spec.train_subset or 0,
+                            "dataset": spec.dataset}
+        final = read_manifest(folders[spec.run_id])["final_metrics"]
+        assert read_final_metrics(folders[spec.run_id].tensorboard) == pytest.approx(final)
+    root_files = [path for path in folders[long.run_id].tensorboard.iterdir() if path.is_file()]
+    assert len(root_files) == 1  # its own HParams record, not the shorter run's as well
