@@ -24,8 +24,8 @@ from mnist_models.provenance import code_closure, digest
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 TRAINING = ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
-            "mnist_models/feeding.py", "mnist_models/io.py", "mnist_models/layout.py", "mnist_models/memory.py",
-            "mnist_models/pages.py", "mnist_models/records.py", "mnist_models/training.py"]
+            "mnist_models/feeding.py", "mnist_models/hparams.py", "mnist_models/io.py", "mnist_models/layout.py",
+            "mnist_models/memory.py", "mnist_models/pages.py", "mnist_models/records.py", "mnist_models/training.py"]
 # What the study's tables, figures and report import (they share the outputs registry and its plots).
 OUTPUTS = ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
            "mnist_models/evaluation.py", "mnist_models/feeding.py", "mnist_models/io.py", "mnist_models/layout.py",
@@ -38,8 +38,8 @@ EXPECTED = {
     "train resnet": sorted([*TRAINING, "mnist_models/architectures/resnet.py"]),
     "train resnet_plain": sorted([*TRAINING, "mnist_models/architectures/resnet.py"]),
     "evaluate": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
-                 "mnist_models/evaluation.py", "mnist_models/feeding.py", "mnist_models/io.py",
-                 "mnist_models/isolation.py", "mnist_models/layout.py", "mnist_models/memory.py",
+                 "mnist_models/evaluation.py", "mnist_models/feeding.py", "mnist_models/hparams.py",
+                 "mnist_models/io.py", "mnist_models/isolation.py", "mnist_models/layout.py", "mnist_models/memory.py",
                  "mnist_models/metrics.py", "mnist_models/pages.py", "mnist_models/placement.py",
                  "mnist_models/prediction.py", "mnist_models/provenance.py", "mnist_models/quiet.py",
                  "mnist_models/records.py", "mnist_models/training.py", "tasks/__init__.py", "tasks/evaluation.py"],
