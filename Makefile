@@ -12,7 +12,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: study quick test test-all benchmark install clean automation wheel-check
+.PHONY: study quick test test-fast test-all benchmark install clean automation wheel-check
 
 # A GPU-capable TensorFlow where an NVIDIA GPU answers, the small CPU build elsewhere (override: TF_EXTRA=cpu).
 TF_EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
@@ -31,10 +31,14 @@ study: $(STAMP)  ## the whole study (profile full); pass options with ARGS="--pr
 quick: $(STAMP)  ## every stage on a slice, in about 3 minutes
 	$(PYTHON) flows/full_study.py --profile quick --artifacts-dir artifacts-quick $(ARGS)
 
-test: $(STAMP)  ## the test suite (slow full-size runs excluded)
+# Tiers, marked by tests/conftest.py: unit, flow, deployment, browser; `training` marks a test that trains a model itself.
+test-fast: $(STAMP)  ## the unit tests that train nothing (about 2 minutes)
+	$(PYTHON) -m pytest -m 'unit and not training and not slow and not service' $(ARGS)
+
+test: $(STAMP)  ## every tier but slow full-size runs and the service set-up (about 15 minutes)
 	$(PYTHON) -m pytest $(ARGS)
 
-test-all: $(STAMP)
+test-all: $(STAMP)  ## everything, slow and service included
 	$(PYTHON) -m pytest -m '' $(ARGS)
 
 # A Prefect server on a throwaway PostgreSQL cluster (scripts/postgres.sh; Debian's `postgresql`), two

@@ -13,6 +13,7 @@ the development machine); a worker whose process died starts a new one for its n
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import pickle
 import signal
@@ -26,6 +27,10 @@ from typing import Any
 
 from mnist_models.memory import peak_memory_mb, reset_peak_memory  # noqa: F401  (peak_memory_mb: re-exported)
 from mnist_models.quiet import banners_filtered
+
+# What a worker imports before its first call: TensorFlow, once per process, with its start-up banners
+# filtered (nothing else silences them). A worker for calls that need no TensorFlow can preload nothing.
+PRELOAD = ("tensorflow",)
 
 
 class RunCrashedError(RuntimeError):
@@ -54,8 +59,9 @@ def describe_exit(exitcode: int | None) -> str:
 class Worker:
     """A child process that runs calls one after another, each with its own result, error or crash."""
 
-    def __init__(self, environment: dict[str, str] | None = None) -> None:
+    def __init__(self, environment: dict[str, str] | None = None, preload: tuple[str, ...] = PRELOAD) -> None:
         self.environment = dict(environment or {})
+        self.preload = tuple(preload)  # modules the process imports before its first call
         self.process: subprocess.Popen | None = None
         self.receiver: Connection | None = None
         self.lock = threading.Lock()
@@ -110,7 +116,7 @@ class Worker:
 
     def _start(self) -> None:
         read_end, write_end = os.pipe()
-        self.process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end), str(os.getpid())],
+        self.process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end), str(os.getpid()), *self.preload],
                                         stdin=subprocess.PIPE, pass_fds=(write_end,),
                                         env={**os.environ, **self.environment})
         os.close(write_end)
@@ -131,14 +137,14 @@ class Worker:
 
 def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], None] = print,
                  on_start: Callable[[int], None] | None = None, environment: dict[str, str] | None = None,
-                 stall_seconds: float | None = None, **kwargs: Any) -> Any:
+                 stall_seconds: float | None = None, preload: tuple[str, ...] = PRELOAD, **kwargs: Any) -> Any:
     """Call `function(*args, log=..., **kwargs)` in a fresh Python process; return its result or raise its error.
 
     The child is a plain subprocess (not a multiprocessing child), so this works inside daemonic
     processes such as Dask's workers. `function` must be importable by name. `environment` adds to the
     child's environment (a GPU slot's CUDA_VISIBLE_DEVICES, say).
     """
-    worker = Worker(environment)
+    worker = Worker(environment, preload)
     try:
         return worker.call(function, *args, log=log, on_start=on_start, stall_seconds=stall_seconds, **kwargs)
     finally:
@@ -185,7 +191,7 @@ def _exit_with_parent(parent: int, poll_seconds: float = 0.5) -> None:
     os._exit(1)
 
 
-def _serve(sender: Connection, parent: int) -> None:
+def _serve(sender: Connection, parent: int, preload: tuple[str, ...] = PRELOAD) -> None:
     """The child: run each call read from stdin until it closes, answering on `sender`."""
     def log(line: str) -> None:
         sender.send(("log", line))
@@ -193,7 +199,8 @@ def _serve(sender: Connection, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
 
     with banners_filtered():  # TensorFlow's start-up lines, which no environment variable silences
-        import tensorflow  # noqa: F401
+        for module in preload:
+            importlib.import_module(module)
     sender.send(("ready", None))
     while True:
         try:
@@ -213,4 +220,4 @@ def _serve(sender: Connection, parent: int) -> None:
 
 
 if __name__ == "__main__":  # the child: calls on stdin, answers on the descriptor named in argv
-    _serve(Connection(int(sys.argv[1]), readable=False), int(sys.argv[2]))
+    _serve(Connection(int(sys.argv[1]), readable=False), int(sys.argv[2]), tuple(sys.argv[3:]))

@@ -25,14 +25,14 @@ def die(number, *, log):
 
 def test_the_result_and_the_log_lines_come_back_from_another_process():
     lines = []
-    result = run_isolated(add, 2, 3, log=lines.append)
+    result = run_isolated(add, 2, 3, log=lines.append, preload=())
     assert result["sum"] == 5 and result["pid"] != os.getpid()
     assert lines == ["adding 2 and 3"]
 
 
 def test_an_error_in_the_child_is_raised_with_its_type():
     with pytest.raises(FileNotFoundError, match="no such split"):
-        run_isolated(fail, log=lambda line: None)
+        run_isolated(fail, log=lambda line: None, preload=())
 
 
 @pytest.mark.parametrize(("number", "cause"), [
@@ -41,7 +41,7 @@ def test_an_error_in_the_child_is_raised_with_its_type():
 def test_a_child_killed_by_a_signal_is_named(number, cause):
     started = []
     with pytest.raises(RunCrashedError, match=fr"the process running die {cause.replace('(', '[(]').replace(')', '[)]')}"):
-        run_isolated(die, number, log=lambda line: None, on_start=started.append)
+        run_isolated(die, number, log=lambda line: None, on_start=started.append, preload=())
     assert len(started) == 1 and started[0] != os.getpid()
 
 
@@ -51,7 +51,7 @@ def test_exit_descriptions():
 
 
 def _in_daemon(queue):
-    queue.put(run_isolated(add, 1, 1, log=lambda line: None)["sum"])
+    queue.put(run_isolated(add, 1, 1, log=lambda line: None, preload=())["sum"])
 
 
 def test_works_inside_a_daemonic_process_such_as_a_dask_worker():
@@ -67,7 +67,7 @@ def test_works_inside_a_daemonic_process_such_as_a_dask_worker():
 
 
 def test_a_worker_runs_calls_one_after_another_in_one_process():
-    worker = Worker()
+    worker = Worker(preload=())
     try:
         first, second = worker.call(add, 1, 2, log=lambda line: None), worker.call(add, 3, 4, log=lambda line: None)
         assert (first["sum"], second["sum"]) == (3, 7) and first["pid"] == second["pid"] != os.getpid()
@@ -79,7 +79,7 @@ def test_a_worker_runs_calls_one_after_another_in_one_process():
 
 
 def test_a_worker_whose_process_is_killed_names_it_and_starts_a_new_one_for_the_next_call():
-    worker = Worker()
+    worker = Worker(preload=())
     try:
         before = worker.call(add, 1, 1, log=lambda line: None)["pid"]
         with pytest.raises(RunCrashedError, match=r"the process running die killed by signal 9 \(SIGKILL\)"):
@@ -108,7 +108,7 @@ def peak_after_allocating(megabytes, *, log):
 
 
 def test_each_call_of_a_worker_measures_its_own_peak_memory():
-    worker = Worker()
+    worker = Worker(preload=())
     try:
         big, small = worker.call(peak_after_allocating, 400, log=print), worker.call(peak_after_allocating, 1, log=print)
         assert big > 400 and small < big - 300  # the second call's peak is not the first's
@@ -143,7 +143,7 @@ def steady(steps, *, log):
 def test_a_process_that_reports_no_progress_is_killed_and_named_hung():
     from mnist_models.isolation import RunStalledError
 
-    worker, started = Worker(), []
+    worker, started = Worker(preload=()), []
     try:
         worker.call(add, 1, 1, log=lambda line: None)  # started: importing TensorFlow takes longer than 2 s here
         with pytest.raises(RunStalledError, match=r"reported no progress for 2 s and was killed \(hung\)"):
@@ -158,7 +158,7 @@ def test_a_process_that_reports_no_progress_is_killed_and_named_hung():
 
 
 def _parent_of_a_worker(pids):
-    worker = Worker()
+    worker = Worker(preload=())
     pids.put(worker.call(add, 1, 1, log=lambda line: None)["pid"])
     import time
 
@@ -185,3 +185,14 @@ def test_a_worker_process_ends_when_its_parent_is_killed():
             return
         time.sleep(0.1)
     pytest.fail(f"worker process {child} outlived its killed parent {parent.pid}")
+
+
+def tensorflow_loaded(*, log):
+    import sys
+
+    return "tensorflow" in sys.modules
+
+
+def test_a_worker_preloads_tensorflow_unless_told_otherwise():
+    assert run_isolated(tensorflow_loaded, log=lambda line: None) is True  # training's processes: imported once
+    assert run_isolated(tensorflow_loaded, log=lambda line: None, preload=()) is False
