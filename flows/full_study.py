@@ -17,6 +17,7 @@ import sys
 from datetime import date, datetime, timezone
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
@@ -62,6 +63,8 @@ def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list
     evaluations = {evaluate_model.submit(record, data, layout, next(slots)): run_id
                    for run_id, record in done.items() if run_id in to_evaluate}
     outcomes, finished = [], 0
+    progress = create_progress_artifact(0.0, key="training-grid",
+                                        description=f"runs trained of {len(to_train)} planned to train")
     for future in as_completed(list(trained)):
         job = trained[future]
         try:
@@ -78,6 +81,8 @@ def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list
         finished += len(job)
         failed = f" ({len(outcomes)} failed)" if outcomes else ""
         logger.info(f"{finished} of {len(to_train)} runs done{failed}")
+        update_progress_artifact(progress, 100.0 * finished / max(1, len(to_train)),
+                                 description=f"{finished} of {len(to_train)} runs done{failed}")
     for future, run_id in evaluations.items():
         try:
             outcomes.append(RunOutcome(run_id=run_id, trained=done[run_id], scores=future.result()))

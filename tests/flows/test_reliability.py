@@ -263,3 +263,37 @@ def test_when_every_run_fails_nothing_earlier_is_published_as_this_run_s(tmp_pat
         (report,) = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
             key=ArtifactCollectionFilterKey(any_=["study-report"])))
     assert "No result in this run" in report.data and "dnn-lr0.001" in report.data, report.data[:500]
+
+
+def test_the_grid_s_progress_is_an_artifact_read_back_from_the_server_while_it_trains(tmp_path, mnist_dir):
+    """The Prefect UI shows `k of N runs done` as a progress artifact, updated as each lineage finishes."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", "--artifacts-dir", str(tmp_path), *TWO_RUNS,
+                                "--workers", "1"], cwd=REPOSITORY, env=_environment(mnist_dir),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, done = set(), threading.Event()
+
+    def poll() -> None:  # what the UI would show, read from the server every 0.2 s while the flow runs
+        with get_client(sync_client=True) as client:
+            while not done.is_set():
+                for artifact in client.read_artifacts(artifact_filter=ArtifactFilter(
+                        key=ArtifactFilterKey(any_=["training-grid"]))):
+                    seen.add((str(artifact.flow_run_id), float(artifact.data), artifact.description))
+                time.sleep(0.2)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        output = process.communicate(timeout=600)[0]
+    finally:
+        done.set()
+        poller.join()
+    assert process.returncode == 0, output[-3000:]
+    (run,) = re.findall(r"Beginning subflow run .* for flow 'train-grid'\n.*View at \S+/flow-run/(\S+)", output) or [None]
+    values = sorted({value for flow_run, value, description in seen if "of 2" in (description or "")
+                     and (run is None or flow_run == run)})
+    assert values[-1] == 100.0 and 50.0 in values, seen  # one of two done, then both, seen while the flow ran
