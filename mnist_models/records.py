@@ -11,12 +11,15 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 Role = Literal["sweep", "gradient"]
 ROLES: tuple[Role, ...] = ("sweep", "gradient")
+# A set of roles, written in a fixed order: a frozenset's iteration order varies with the process's
+# string hashing, and a record's JSON (a cache key's input) must not.
+Roles = Annotated[frozenset[Role], PlainSerializer(lambda roles: sorted(roles), return_type=list)]
 RecordT = TypeVar("RecordT", bound="Record")
 
 
@@ -76,7 +79,7 @@ class PlannedRun(Record):
     """A run to have: its spec and the parts of the study it serves (one training serves them all)."""
 
     spec: RunSpec
-    roles: frozenset[Role]
+    roles: Roles
 
     @property
     def run_id(self) -> str:
@@ -145,7 +148,7 @@ class EvaluatedRun(Record):
 
     trained: TrainedRun
     scores: Scores
-    roles: frozenset[Role]
+    roles: Roles
 
     @property
     def spec(self) -> RunSpec:
@@ -180,7 +183,7 @@ class FailedRun(Record):
     learning_rate: float
     epochs: int
     seed: int
-    roles: frozenset[Role]
+    roles: Roles
     cause: str
 
     @classmethod
