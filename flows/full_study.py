@@ -36,7 +36,7 @@ from mnist_models.placement import gpu_slots, visible_gpus
 from mnist_models.provenance import StageStore
 from mnist_models.data import split_size
 from mnist_models.records import FailedRun, PlannedRun, PreparedData, RunOutcome, StudyResult
-from mnist_models.training import read_manifest
+from mnist_models.training import read_manifest, trained_run
 from tasks import stages
 from tasks.caching import Ledger
 from tasks.evaluation import evaluate_model
@@ -71,10 +71,11 @@ def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list
             records = future.result()
         except Exception as error:  # noqa: BLE001 - one crashed run must not lose the others
             # The runs of the lineage written before the crash are complete: results, not failures.
-            records = [stages.reused_training(run, layout) for run in job
-                       if read_manifest(layout.run(run.run_id)) is not None]
+            written = {run.run_id: manifest for run in job
+                       if (manifest := read_manifest(layout.run(run.run_id))) is not None}
+            records = [trained_run(run.spec, written[run.run_id]) for run in job if run.run_id in written]
             outcomes += [RunOutcome(run_id=run.run_id, failure=f"{type(error).__name__}: {error}") for run in job
-                         if run.run_id not in {record.spec.run_id for record in records}]
+                         if run.run_id not in written]
         for record in records:
             done[record.spec.run_id] = record
             evaluations[evaluate_model.submit(record, data, layout, next(slots))] = record.spec.run_id

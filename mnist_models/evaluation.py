@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,8 +117,13 @@ def summary_table(study: StudyRuns) -> pd.DataFrame:
 
 def failures_table(study: StudyRuns) -> pd.DataFrame:
     """One row per planned run without a result in this study run, with its cause (empty when none failed)."""
+    return failures_frame(study.failures)
+
+
+def failures_frame(failures: Sequence[FailedRun]) -> pd.DataFrame:
+    """The failures table of these failed runs (their roles comma-separated)."""
     rows = [{**failure.model_dump(include=set(FAILURE_COLUMNS)), "roles": ",".join(sorted(failure.roles))}
-            for failure in study.failures]
+            for failure in failures]
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
 

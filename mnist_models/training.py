@@ -224,11 +224,9 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
     finished = {spec.run_id: manifest for spec in specs if resume
                 and (manifest := read_manifest(folders[spec.run_id])) is not None}
     pending = [spec for spec in specs if spec.run_id not in finished]
-    if pending:
-        written = {run.spec.run_id: run for run in _train_pending(
-            pending, train_path, test_path, folders, runs_dir, checkpoints, threads, resume, after_run, log)}
-    else:
-        written = {}
+    written = {run.spec.run_id: run for run in _train_pending(
+        pending, train_path, test_path, folders, runs_dir, checkpoints, threads, resume, after_run, log)} \
+        if pending else {}
     return [written.get(spec.run_id) or trained_run(spec, finished[spec.run_id]) for spec in specs]
 
 

@@ -56,7 +56,6 @@ def collect(planned: Sequence[PlannedRun], outcomes: Sequence[RunOutcome], score
             data: PreparedData, layout: ArtifactsLayout, ledger: Ledger) -> tuple[list[EvaluatedRun], list[FailedRun]]:
     """Evaluated runs with their roles, and the failed runs with their causes; new evaluations are stored."""
     by_id = {run.run_id: run for run in planned}
-    roles = {run.run_id: run.roles for run in planned}
     evaluated, failures = [], []
     for outcome in outcomes:
         if outcome.failure:
@@ -70,7 +69,7 @@ def collect(planned: Sequence[PlannedRun], outcomes: Sequence[RunOutcome], score
             ledger.save("evaluate", outcome.run_id, key, [layout.run(outcome.run_id).predictions],
                         outcome.scores.model_dump(mode="json"))
         run_scores = outcome.scores or scores[outcome.run_id]
-        evaluated.append(EvaluatedRun(trained=outcome.trained, scores=run_scores, roles=roles[outcome.run_id]))
+        evaluated.append(EvaluatedRun(trained=outcome.trained, scores=run_scores, roles=by_id[outcome.run_id].roles))
     return evaluated, failures
 
 
@@ -148,10 +147,7 @@ def publish_failure(layout: ArtifactsLayout, ledger: Ledger, result: StudyResult
     from prefect.artifacts import create_markdown_artifact
 
     write_decisions(ledger, layout.tables_dir)
-    failures = pd.DataFrame([{**failure.model_dump(include=set(evaluation_lib.FAILURE_COLUMNS)),
-                              "roles": ",".join(sorted(failure.roles))} for failure in result.failures],
-                            columns=evaluation_lib.FAILURE_COLUMNS)
-    tables.write_table(failures, layout.tables_dir, "failures")
+    tables.write_table(evaluation_lib.failures_frame(result.failures), layout.tables_dir, "failures")
     lines = [f"# No result in this run\n\n{failure_message(result) or 'no run was planned'}\n",
              "The tables, figures and report on disk are from an earlier run; none was written by this one."]
     create_markdown_artifact(key="study-report", markdown="\n".join(lines),
