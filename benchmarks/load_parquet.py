@@ -11,7 +11,7 @@ that no loader inherits another's heap or allocator state, in several passes ove
 other work on the machine slows all of them alike:
        - lower bound: `np.load` of an uncompressed .npy holding the same float32 array (a 188 MB copy);
        - `load_split`'s other path, Arrow's decoder (what it falls back to for layouts its page reader,
-         mnist_models/pages.py, declines), on the same file;
+         mnist_models/parquet_pages.py, declines), on the same file;
        - baseline: decoding the raw gzip IDX file and normalizing it (loading without the Parquet stage);
        - other layouts of the same table, read by the same `load_split`: the previous layout (zstd,
          dictionary pages, one row group, nullable items) and the chosen layout with one setting changed;
@@ -280,7 +280,7 @@ def render_markdown(payload: dict) -> str:
         f"which include one-time library set-up). Images {tuple(payload['shape'])} {payload['dtype']}, "
         "compared by SHA-256 with the IDX baseline's. Parquet files other than the chosen one hold the same "
         "table rewritten with one writer setting changed; `load_split` reads them all: plain uncompressed ones "
-        "page by page (mnist_models/pages.py), compressed or dictionary-encoded ones through Arrow. Arrow "
+        "page by page (mnist_models/parquet_pages.py), compressed or dictionary-encoded ones through Arrow. Arrow "
         "decodes on every core and `np.load` copies on one, so other work on the machine (see the load "
         "averages) slows the Arrow loaders more; the best times come closer to an idle machine's ratio.",
         "",

@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from mnist_models.config import DataConfig, StudyConfig
+from mnist_models.config import PROFILE_FIELDS, DataConfig, StudyConfig
 from mnist_models.datasets import get_dataset
 from mnist_models.download import MirrorsExhaustedError, normalize_mirror
-from mnist_models.io import DiskFullError, ensure_writable_directory
+from mnist_models.atomic_files import DiskFullError, ensure_writable_directory
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import ArtifactsLockedError, RunLockTimeoutError
-from mnist_models.planning import check_workers, machine_capacity
+from mnist_models.capacity import check_workers, machine_capacity
 from mnist_models.quiet import quiet_environment
 
 ConfigT = TypeVar("ConfigT", bound=DataConfig)
@@ -119,8 +119,9 @@ def config_parser(config_type: type[BaseModel], description: str) -> argparse.Ar
         kind, several = _scalar(field.annotation)
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        options: dict[str, Any] = {"dest": name, "default": None,
-                                   "help": f"{field.description} (default: {shown if shown not in (None, '') else '-'})"}
+        # A profile field's description states each profile's default itself.
+        stated = "" if name in PROFILE_FIELDS else f" (default: {shown if shown not in (None, '') else '-'})"
+        options: dict[str, Any] = {"dest": name, "default": None, "help": field.description + stated}
         if kind is bool:
             options["action"] = "store_true"
         elif typing.get_origin(kind) is typing.Literal:
@@ -135,14 +136,17 @@ def config_parser(config_type: type[BaseModel], description: str) -> argparse.Ar
     return parser
 
 
-def parse_config(config_type: type[ConfigT], description: str, argv: list[str] | None) -> ConfigT:
-    """Parse the command line into a validated configuration, then run the preflight checks on this machine."""
+def parse_config(config_type: type[ConfigT], description: str, argv: list[str] | None,
+                 check_machine: bool = True) -> ConfigT:
+    """Parse the command line into a validated configuration, then (unless only planning) run the preflight
+    checks on this machine, which create the artifacts root."""
     options = {name: value for name, value in vars(config_parser(config_type, description).parse_args(argv)).items()
                if value is not None}
     if options.get("refresh") == []:  # a bare --refresh: every stage
         options["refresh"] = "all"
     config = config_type.validated(**options)
-    preflight(config)
+    if check_machine:
+        preflight(config)
     return config
 
 
@@ -159,10 +163,11 @@ def preflight(config: DataConfig) -> None:
 def checked_config(config: StudyConfig | dict) -> StudyConfig:
     """A flow's configuration as a deployment or a caller gave it, validated and checked against this machine.
 
-    Deployment parameters arrive as a dict; each bad value gets the command line's one-line message.
+    Deployment parameters arrive as a dict; each bad value gets the command line's one-line message. A StudyConfig
+    is validated again too: one built with `model_construct` (unvalidated) leaves its profile fields to the profile.
     """
-    if not isinstance(config, StudyConfig):
-        config = StudyConfig.validated(**dict(config or {}))
+    values = config.model_dump() if isinstance(config, StudyConfig) else dict(config or {})
+    config = StudyConfig.validated(**values)
     preflight(config)
     return config
 

@@ -16,7 +16,7 @@ import datetime as dt
 import sys
 
 from flows._runtime import run_cli
-from mnist_models import nightly, tables
+from mnist_models import champions, tables
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 
@@ -45,7 +45,7 @@ def _version(text: str) -> int:
     return int(number)
 
 
-def version_line(version: nightly.ChampionVersion, current: bool) -> str:
+def version_line(version: champions.ChampionVersion, current: bool) -> str:
     """One version as one line of `list`."""
     accuracy = f"{version.accuracy:.4f}"
     return (f"{'*' if current else ' '} {version.label}  {version.date or '?':10}  accuracy {accuracy}  "
@@ -55,26 +55,26 @@ def version_line(version: nightly.ChampionVersion, current: bool) -> str:
 def list_champions(layout: ArtifactsLayout, model: str | None) -> str:
     """Every champion version of every model (or of `model`), oldest first; reads, never writes."""
     _check_champions_dir(layout)
-    models = [model] if model else nightly.champion_models(layout.champions_dir)
+    models = [model] if model else champions.champion_models(layout.champions_dir)
     if not models:
         return f"no champion under {layout.champions_dir}"
     lines = []
     for name in models:
-        versions = nightly.champion_versions(layout.champions_dir, name)
+        versions = champions.champion_versions(layout.champions_dir, name)
         if not versions:
             raise ValueError(f"{name} has no champion under {layout.champions_dir}; models with one: "
-                             + (", ".join(nightly.champion_models(layout.champions_dir)) or "none"))
-        lines.append(f"{name} ({nightly.model_folder(layout.champions_dir, name)}):")
+                             + (", ".join(champions.champion_models(layout.champions_dir)) or "none"))
+        lines.append(f"{name} ({champions.model_folder(layout.champions_dir, name)}):")
         lines += [version_line(version, version is versions[-1]) for version in versions]
     return "\n".join(lines)
 
 
-def roll_back(layout: ArtifactsLayout, model: str, to_version: int | None, today: dt.date) -> nightly.ChampionVersion:
+def roll_back(layout: ArtifactsLayout, model: str, to_version: int | None, today: dt.date) -> champions.ChampionVersion:
     """Roll `model`'s champion back (holding the artifacts directory) and rewrite the promotions table."""
     _check_champions_dir(layout)
     with artifacts_lock(layout.root):
-        version = nightly.rollback(layout.champions_dir, model, today, to_version)
-        tables.write_table(nightly.promotions_table(layout.champions_dir), layout.tables_dir, "promotions")
+        version = champions.rollback(layout.champions_dir, model, today, to_version)
+        tables.write_table(champions.promotions_table(layout.champions_dir), layout.tables_dir, "promotions")
     return version
 
 

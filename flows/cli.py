@@ -3,6 +3,8 @@
 Run:   mnist-study study [--profile quick ...]        (the same options as python flows/full_study.py)
        mnist-study data [--dataset fashion-mnist ...]  (python flows/prepare_data.py)
        mnist-study champions list|rollback ...         (python flows/champions.py)
+       mnist-study plan [--profile quick ...]         (python flows/full_study.py --plan)
+       mnist-study export --mlflow-tracking-uri URI    (python flows/export_mlflow.py; the mlflow extra)
        mnist-study <subcommand> --help
 Installed with the package (`pip install mnist-study[cpu]`); the scripts under flows/ keep working.
 """
@@ -33,10 +35,24 @@ def _champions(argv: list[str]) -> None:
     main(argv)
 
 
+def _plan(argv: list[str]) -> None:
+    from flows.full_study import main
+
+    main(["--plan", *argv])
+
+
+def _export(argv: list[str]) -> None:
+    from flows.export_mlflow import main
+
+    main(argv)
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "study": (_study, "run the study (every stage, reused where nothing changed)"),
     "data": (_data, "download, verify and normalize a data set to Parquet"),
     "champions": (_champions, "list or roll back the nightly champions"),
+    "plan": (_plan, "what `study` with these options would reuse or recompute, and why (writes nothing)"),
+    "export": (_export, "export the runs and nightly champions to an MLflow tracking server"),
 }
 
 

@@ -2,6 +2,7 @@
 
 Run:   python flows/full_study.py                       (profile `full`: the study's own settings)
        python flows/full_study.py --profile quick --artifacts-dir /tmp/quick
+       python flows/full_study.py --plan                (what a run would reuse or recompute, and why; writes nothing)
        python flows/full_study.py --help                (every option, with its default)
 Time:  quick profile about 45 s on 2 cores; full profile about 17 min (measured 16 min 25 s)
        (12-run learning-rate grid + the 20-epoch gradient pair); a finished study reruns in seconds.
@@ -25,72 +26,79 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._concurrency import artifacts_slot
 from flows._runtime import checked_config, parse_config, run_cli, run_flow
-from flows.prepare_data import DataStageError, prepare
+from flows.prepare_data import DataStageError, plan_data, prepare
 from mnist_models import planning
+from mnist_models.capacity import machine_capacity, parallel_runs, threads_per_worker
 from mnist_models.config import StudyConfig
-from mnist_models.io import DiskFullError, ensure_writable_directory, remove_stale_temporaries
+from mnist_models.data import split_size
+from mnist_models.engine import Engine, Produced, Stage
+from mnist_models.provenance import Decision
+from mnist_models.atomic_files import DiskFullError, ensure_writable_directory, remove_stale_temporaries
 from mnist_models.isolation import close_workers
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.placement import gpu_slots, visible_gpus
-from mnist_models.provenance import StageStore
-from mnist_models.data import split_size
-from mnist_models.records import FailedRun, PlannedRun, PreparedData, RunOutcome, StudyResult
-from mnist_models.training import read_manifest, trained_run
+from mnist_models.records import PreparedData, RunSpec, StudyResult, TrainedRun
+from mnist_models.runs import prune_checkpoints
 from tasks import stages
-from tasks.caching import Ledger
-from tasks.evaluation import evaluate_model
-from tasks.nightly import gate_champions, prune_old_runs
+from tasks.caching import study_engine
+from tasks.stages import StudyGraph
 from tasks.training import train_model
 
 
 @flow(name="train-grid")
-def train_grid(planned: list[PlannedRun], to_train: list[str], to_evaluate: list[str], data: PreparedData,
-               layout: ArtifactsLayout, threads: int | None, resume: bool = True,
-               gpu_slots: list[int] | None = None, stall_timeout: float | None = None) -> list[RunOutcome]:
-    """Train (one task per lineage) and evaluate the runs that need it, in parallel; a failed run is reported,
-    not fatal to the others."""
+def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: ArtifactsLayout, threads: int | None,
+               resume: bool = True, gpu_slots: list[int] | None = None,
+               stall_timeout: float | None = None) -> list[tuple[list[str], list[TrainedRun] | BaseException]]:
+    """Train the lineages (one task each) in parallel; each lineage's records, or the error that failed it."""
     logger = get_run_logger()
     slots = itertools.cycle(gpu_slots or [None])  # round-robin over the GPU slots; None: CPU only
     costs = planning.epoch_costs(layout)
-    jobs = planning.lineage_jobs([run for run in planned if run.run_id in to_train], costs)
-    trained = {}
-    for job in jobs:
-        stall = stall_timeout or planning.stall_seconds(job[0].spec, costs, threads)
-        trained[train_model.submit([run.spec for run in job], data, layout, threads, resume, next(slots),
-                                   stall)] = job
-    done = {run.run_id: stages.reused_training(run, layout) for run in planned if run.run_id not in to_train}
-    evaluations = {evaluate_model.submit(record, data, layout, next(slots)): run_id
-                   for run_id, record in done.items() if run_id in to_evaluate}
-    outcomes, finished = [], 0
-    progress = create_progress_artifact(0.0, key="training-grid",
-                                        description=f"runs trained of {len(to_train)} planned to train")
-    for future in as_completed(list(trained)):
-        job = trained[future]
+    futures = {train_model.submit(specs, data, layout, threads, resume, next(slots),
+                                  stall_timeout or planning.stall_seconds(specs[0], costs, threads)): specs
+               for specs in lineages}
+    total, finished, failed, done = sum(map(len, lineages)), 0, 0, []
+    progress = create_progress_artifact(0.0, key="training-grid", description=f"runs trained of {total} planned to train")
+    for future in as_completed(list(futures)):
+        specs = futures[future]
         try:
-            records = future.result()
-        except Exception as error:  # noqa: BLE001 - one crashed run must not lose the others
-            # The runs of the lineage written before the crash are complete: results, not failures.
-            written = {run.run_id: manifest for run in job
-                       if (manifest := read_manifest(layout.run(run.run_id))) is not None}
-            records = [trained_run(run.spec, written[run.run_id]) for run in job if run.run_id in written]
-            outcomes += [RunOutcome(run_id=run.run_id, failure=f"{type(error).__name__}: {error}") for run in job
-                         if run.run_id not in written]
-        for record in records:
-            done[record.spec.run_id] = record
-            evaluations[evaluate_model.submit(record, data, layout, next(slots))] = record.spec.run_id
-        finished += len(job)
-        failed = f" ({len(outcomes)} failed)" if outcomes else ""
-        logger.info(f"{finished} of {len(to_train)} runs done{failed}")
-        update_progress_artifact(progress, 100.0 * finished / max(1, len(to_train)),
-                                 description=f"{finished} of {len(to_train)} runs done{failed}")
-    for future, run_id in evaluations.items():
+            outcome = future.result()
+        except Exception as error:  # noqa: BLE001 - one crashed lineage must not lose the others
+            outcome, failed = error, failed + len(specs)
+        done.append(([spec.run_id for spec in specs], outcome))
+        finished += len(specs)
+        note = f" ({failed} failed)" if failed else ""
+        logger.info(f"{finished} of {total} runs done{note}")
+        update_progress_artifact(progress, 100.0 * finished / max(1, total),
+                                 description=f"{finished} of {total} runs done{note}")
+    return done
+
+
+def grid_runner(graph: StudyGraph):
+    """The `train` stage's runner: its lineages on this machine's cores (or GPU slots), or on a Dask cluster."""
+    config, layout, data = graph.config, graph.layout, graph.data
+    resume = "train" not in graph.engine.refresh
+
+    def run(stage: Stage, units, upstream):
+        specs = {run_id: graph.by_id[run_id].spec for unit in units for run_id in unit}
+        capacity = machine_capacity(layout)
+        slots = [] if config.dask_address else gpu_slots(visible_gpus(), len(specs))
+        parallel = parallel_runs(config, len(units), capacity, gpu_slots=len(slots))
+        threads = threads_per_worker(config, len(units), capacity, gpu_slots=len(slots))
+        gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
+        get_run_logger().info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: "
+                              f"{capacity.describe()}{gpus}")
+        lineages = [[specs[run_id] for run_id in unit] for unit in units]
         try:
-            outcomes.append(RunOutcome(run_id=run_id, trained=done[run_id], scores=future.result()))
-        except Exception as error:  # noqa: BLE001
-            outcomes.append(RunOutcome(run_id=run_id, failure=f"evaluation: {type(error).__name__}: {error}"))
-    return outcomes + [RunOutcome(run_id=run_id, trained=record) for run_id, record in done.items()
-                       if run_id not in evaluations.values()]
+            done = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
+                lineages, data, layout, threads, resume, slots, config.stall_timeout)
+        finally:
+            close_workers()  # the training processes the worker threads kept from lineage to lineage
+        for run_ids, outcome in done:
+            yield run_ids, (outcome if isinstance(outcome, BaseException)
+                            else {trained.spec.run_id: Produced(trained) for trained in outcome})
+
+    return run
 
 
 def task_runner_for(config: StudyConfig, parallel: int):
@@ -102,56 +110,39 @@ def task_runner_for(config: StudyConfig, parallel: int):
     return ThreadPoolTaskRunner(max_workers=parallel)
 
 
-def run_study(config: StudyConfig, layout: ArtifactsLayout, ledger: Ledger, today: date) -> StudyResult:
-    """Data, training grid, tables, figures, the nightly gate and the report for one resolved configuration."""
+def study_graph(config: StudyConfig, layout: ArtifactsLayout, engine, today: date,
+                flow_run_id: str | None = None) -> tuple[PreparedData, StudyGraph]:
+    """The data stage (run now: the runs' ids depend on its content), then the graph of the study's other stages."""
+    data = prepare(config.data_config, layout, engine)
+    planned = planning.plan_runs(config, data.content_hash, split_size(layout.absolute(data.train)))
+    night = today.isoformat() if config.nightly else None
+    return data, StudyGraph(config, layout, data, tuple(planned), engine, night, flow_run_id)
+
+
+def run_study(config: StudyConfig, layout: ArtifactsLayout, engine: Engine, today: date) -> StudyResult:
+    """Data, training grid, evaluation, tables, figures, the nightly gate and the report for one configuration."""
     logger = get_run_logger()
     try:
-        data = prepare(config.data_config, layout, ledger)
+        data, graph = study_graph(config, layout, engine, today, str(flow_run.get_id()))
     except (DataStageError, DiskFullError) as error:
         return StudyResult(artifacts_dir=layout.root, planned=0, error=f"data preparation failed: {error}")
-    planned = planning.plan_runs(config, data.content_hash, split_size(layout.absolute(data.train)))
-    for folder in planning.prune_checkpoints(layout, planned):
+    for folder in prune_checkpoints(layout, graph.planned):
         logger.info(f"removed the checkpoints {folder.name}: no planned run continues them")
-    training = {run.run_id: ledger.record(planning.training_decision(run, layout, "train" in ledger.refresh))
-                for run in planned}
-    to_train = [run_id for run_id, decision in training.items() if decision.action == "recomputed"]
-    scores = stages.stored_scores(planned, to_train, data, layout, ledger)
-    logger.info(f"{len(planned)} runs planned, {len(to_train)} to train, {len(planned) - len(to_train)} already done")
-    to_evaluate = [run.run_id for run in planned if run.run_id not in scores]
-    if to_evaluate:
-        capacity = planning.machine_capacity(layout)
-        slots = [] if config.dask_address else gpu_slots(visible_gpus(), len(to_evaluate))
-        parallel = planning.parallel_runs(config, len(to_evaluate), capacity, gpu_slots=len(slots))
-        lineages = len({run.spec.lineage for run in planned if run.run_id in to_train})
-        threads = planning.threads_per_worker(config, lineages, capacity, gpu_slots=len(slots))
-        gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
-        logger.info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: "
-                    f"{capacity.describe()}{gpus}")
-        try:
-            outcomes = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-                planned, to_train, to_evaluate, data, layout, threads, "train" not in ledger.refresh, slots,
-                config.stall_timeout)
-        finally:
-            close_workers()  # the training processes the worker threads kept from lineage to lineage
-    else:  # every run reused as it is: no worker processes to start
-        outcomes = [RunOutcome(run_id=run.run_id, trained=stages.reused_training(run, layout)) for run in planned]
-    evaluated, failures = stages.collect(planned, outcomes, scores, data, layout, ledger)
-    runs = tuple(planning.study_order(evaluated, config.model_order))
-    result = StudyResult(artifacts_dir=layout.root, planned=len(planned), runs=runs, failures=tuple(failures))
-    champions = []
 
-    def nightly_gate() -> None:
-        champions.extend(gate_champions(layout, data, today.isoformat(), str(flow_run.get_id()),
-                                        config.regression_tolerance, config.significance_level))
-        prune_old_runs(layout, config.keep_nights, [run.run_id for run in planned])
+    def summarize(stage: Stage, decisions) -> None:
+        if stage.name == "train":
+            to_train = sum(decision.action == "recomputed" for decision in decisions)
+            logger.info(f"{len(graph.planned)} runs planned, {to_train} to train, "
+                        f"{len(graph.planned) - to_train} already done")
 
-    if runs:
-        result = stages.write_outputs(result, config, layout, ledger,
-                                      nightly_gate if config.nightly else lambda: None)
-        stages.publish(layout, ledger)
+    outcomes = engine.run(graph.stages(), {"train": grid_runner(graph)},
+                          before=summarize)
+    result = graph.result(outcomes)
+    if result.runs:
+        stages.publish(layout, engine)
     else:  # nothing to report: the tables and report on disk are an earlier run's, not this one's
-        stages.publish_failure(layout, ledger, result)
-    return result.model_copy(update={"champions": tuple(champions)})
+        stages.publish_failure(layout, engine, result)
+    return result
 
 
 # Parameters are validated in the flow, not by Prefect's engine: a deployment's bad parameter then fails the
@@ -171,20 +162,66 @@ def full_study(config: StudyConfig = StudyConfig()) -> StudyResult:
         return Failed(message=f"error: {error}")
     config = config.resolved(today)
     layout = ArtifactsLayout.at(ensure_writable_directory(config.output_root))
-    ledger = Ledger(StageStore(layout), frozenset(config.refresh), get_run_logger().info)
+    engine = study_engine(layout, config.refresh, get_run_logger().info)
     with artifacts_slot(layout.root), artifacts_lock(layout.root):  # wait for other deployments, then lock
         for leftover in remove_stale_temporaries(layout.root):
             get_run_logger().info(f"removed {leftover}, left by a run that was killed")
         try:
-            result = run_study(config, layout, ledger, today)
+            result = run_study(config, layout, engine, today)
         except DiskFullError as error:
             return Failed(message=str(error))
+        if config.mlflow_tracking_uri and result.runs:  # inside the lock: the champions cannot change meanwhile
+            from mnist_models.mlflow_export import export_runs
+
+            try:
+                get_run_logger().info(export_runs(layout.root, config.mlflow_tracking_uri).describe())
+            except ValueError as error:  # the extra missing, no server, a bad URI: `mnist-study export` redoes it
+                get_run_logger().warning(f"MLflow export failed: {error}")
     problems = stages.failure_message(result)
     return Failed(message=problems) if problems else result
 
 
-def main(argv: list[str] | None = None) -> StudyResult:
-    """Command line: check the options before any work, run the flow, print where the results are."""
+def plan_study(config: StudyConfig, today: date | None = None) -> list[Decision]:
+    """Every decision the study would make, reused or recomputed and why, without training or writing anything."""
+    config = config.resolved(today or datetime.now(timezone.utc).date())
+    layout = ArtifactsLayout.at(config.output_root)
+    engine = study_engine(layout, config.refresh, log=lambda line: None)
+    decisions, data = plan_data(config.data_config, layout, engine)
+    if data is None:  # the runs' ids follow from the data's content: name them by their settings until then
+        planned = planning.plan_runs(config, "")
+        waiting = [Decision(stage=stage, item=run.run_id.rpartition("-")[0], action="recomputed",
+                            reason=f"upstream recomputed ({upstream})")
+                   for stage, upstream in (("train", "data"), ("evaluate", "train")) for run in planned]
+        study = [Decision(stage=stage, item="study", action="recomputed", reason="upstream recomputed (evaluate)")
+                 for stage in ("tables", "figures", "report")]
+        return decisions + waiting + study
+    planned = planning.plan_runs(config, data.content_hash, split_size(layout.absolute(data.train)))
+    night = (today or datetime.now(timezone.utc).date()).isoformat() if config.nightly else None
+    graph = StudyGraph(config, layout, data, tuple(planned), engine, night)
+    return decisions + engine.plan(graph.stages())
+
+
+def plan_text(decisions: list[Decision]) -> str:
+    """The plan as the run would log it, one line per decision, then what it adds up to per stage."""
+    lines = [f"{decision.stage} {decision.item}: {decision.action} ({decision.reason})" for decision in decisions]
+    counts: dict[str, list[int]] = {}
+    for decision in decisions:
+        counts.setdefault(decision.stage, [0, 0])[decision.action == "recomputed"] += 1
+    lines.append("\n" + ", ".join(f"{stage}: {reused} reused, {recomputed} to compute"
+                                   for stage, (reused, recomputed) in counts.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> StudyResult | None:
+    """Command line: check the options before any work, run the flow, print where the results are.
+
+    With --plan: print what the run would reuse and recompute, and why, and stop (nothing is written).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--plan" in argv:
+        argv.remove("--plan")
+        print(plan_text(plan_study(parse_config(StudyConfig, __doc__.split("\n\n")[0], argv, check_machine=False))))
+        return None
     result = run_flow(full_study, parse_config(StudyConfig, __doc__.split("\n\n")[0], argv))
     print(stages.summary_text(result), file=sys.stdout)
     return result

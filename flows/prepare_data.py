@@ -17,13 +17,15 @@ from flows._runtime import parse_config, resolve_mirrors, run_cli, run_flow
 from mnist_models.config import DataConfig
 from mnist_models.datasets import SPLIT_FILES, get_dataset
 from mnist_models.download import normalize_mirror
-from mnist_models.io import DiskFullError, file_sha256, remove_stale_temporaries
+from mnist_models.atomic_files import DiskFullError, remove_stale_temporaries
+from mnist_models.hashing import file_sha256
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
-from mnist_models.provenance import Decision, StageKey, StageStore, code_closure, digest
+from mnist_models.engine import Engine, Produced
+from mnist_models.provenance import Decision, StageKey, code_closure, digest
 from mnist_models.records import PreparedData
-from tasks.caching import Ledger, write_decisions
-from tasks.data import download_idx, normalize_split, verify_idx, write_dataset_facts
+from tasks.caching import study_engine, write_decisions
+from tasks.data import download_idx, normalize_split, verified_sha256, verify_idx, write_dataset_facts
 from tasks.figures import render_first_images
 
 
@@ -31,12 +33,12 @@ class DataStageError(RuntimeError):
     """A raw file could not be had from any mirror; the message says which and why."""
 
 
-def prepare(config: DataConfig, layout: ArtifactsLayout, ledger: Ledger) -> PreparedData:
+def prepare(config: DataConfig, layout: ArtifactsLayout, engine: Engine) -> PreparedData:
     """Verified raw files (downloaded only when missing or bad), Parquet splits, facts and figure 1.1."""
     spec = get_dataset(config.dataset)
     folder = layout.data(config.dataset)
     raw = {name: folder.raw_file(name) for name in spec.md5}
-    refresh = "data" in ledger.refresh
+    refresh = "data" in engine.refresh
     present = {name: verify_idx.submit(path, spec.md5[name]) for name, path in raw.items()}
     hashes = {name: None if refresh else future.result() for name, future in present.items()}
     missing = [name for name, content_hash in hashes.items() if content_hash is None]
@@ -52,44 +54,79 @@ def prepare(config: DataConfig, layout: ArtifactsLayout, ledger: Ledger) -> Prep
     for name in raw:
         reason = ("--refresh" if refresh else "missing or failed verification") if name in missing else \
             "verified against its published checksum"
-        ledger.record(Decision(stage="data", item=f"{config.dataset}/raw/{name}",
+        engine.record(Decision(stage="data", item=f"{config.dataset}/raw/{name}",
                                action="recomputed" if name in missing else "reused", reason=reason))
 
-    data_code = code_closure("tasks.data")
-    split_hashes = {split: digest({name: hashes[name] for name in files}) for split, files in SPLIT_FILES.items()}
+    keys = _split_keys(config.dataset, hashes)
     for split, (images, labels) in SPLIT_FILES.items():
         output = folder.split(split)
-        ledger.stage("data", f"{config.dataset}/{split}.parquet",
-                     StageKey(inputs={"data": split_hashes[split]}, code=data_code),
-                     lambda: (None, [normalize_split(raw[images], raw[labels], output)]), lambda stored: None)
-    data_hash = digest(hashes)
-    facts_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": data_hash}, code=data_code)
-    ledger.stage("data", "dataset_facts", facts_key,
-                 lambda: (None, write_dataset_facts(raw, layout.tables_dir)), lambda stored: None)
+        engine.stage("data", f"{config.dataset}/{split}.parquet", keys[split],
+                     lambda: Produced(None, [normalize_split(raw[images], raw[labels], output)]))
+    engine.stage("data", "dataset_facts", keys["dataset_facts"],
+                 lambda: Produced(None, write_dataset_facts(raw, layout.tables_dir)))
     # Downstream stages read the Parquet, so they key on its content: a change in how it is made reaches them.
     parquet = {split: file_sha256(folder.split(split)) for split in SPLIT_FILES}
-    figure_key = StageKey(parameters={"dataset": config.dataset}, inputs={"data": parquet["train"]},
-                          code=code_closure("tasks.figures"))
-    ledger.stage("data", "first_25_images", figure_key,
-                 lambda: (None, [render_first_images(folder.split("train"), layout.figure("first_25_images"))]),
-                 lambda stored: None)
-    return PreparedData(dataset=config.dataset, content_hash=digest(parquet),
-                        train=layout.relative(folder.split("train")), test=layout.relative(folder.split("test")),
-                        test_hash=parquet["test"])
+    engine.stage("data", "first_25_images", _figure_key(config.dataset, parquet),
+                 lambda: Produced(None, [render_first_images(folder.split("train"), layout.figure("first_25_images"))]))
+    return _prepared(config.dataset, layout, parquet)
+
+
+def _split_keys(dataset: str, hashes: dict[str, str]) -> dict[str, StageKey]:
+    """The keys of the Parquet splits and the facts table: the raw files' content and the data code."""
+    data_code = code_closure("tasks.data")
+    keys = {split: StageKey(inputs={"data": digest({name: hashes[name] for name in files})}, code=data_code)
+            for split, files in SPLIT_FILES.items()}
+    keys["dataset_facts"] = StageKey(parameters={"dataset": dataset}, inputs={"data": digest(hashes)}, code=data_code)
+    return keys
+
+
+def _figure_key(dataset: str, parquet: dict[str, str]) -> StageKey:
+    return StageKey(parameters={"dataset": dataset}, inputs={"data": parquet["train"]}, code=code_closure("tasks.figures"))
+
+
+def _prepared(dataset: str, layout: ArtifactsLayout, parquet: dict[str, str]) -> PreparedData:
+    folder = layout.data(dataset)
+    return PreparedData(dataset=dataset, content_hash=digest(parquet), train=layout.relative(folder.split("train")),
+                        test=layout.relative(folder.split("test")), test_hash=parquet["test"])
+
+
+def plan_data(config: DataConfig, layout: ArtifactsLayout, engine: Engine) -> tuple[list[Decision], PreparedData | None]:
+    """The data stage's decisions without downloading or writing anything, and the data when it is all reusable."""
+    spec = get_dataset(config.dataset)
+    folder = layout.data(config.dataset)
+    refresh = "data" in engine.refresh
+    hashes = {name: None if refresh else verified_sha256(folder.raw_file(name), spec.md5[name]) for name in spec.md5}
+    decisions = [Decision(stage="data", item=f"{config.dataset}/raw/{name}",
+                          action="reused" if content_hash else "recomputed",
+                          reason="verified against its published checksum" if content_hash else
+                          "--refresh" if refresh else "missing or failed verification")
+                 for name, content_hash in hashes.items()]
+    items = [*(f"{config.dataset}/{split}.parquet" for split in SPLIT_FILES), "dataset_facts", "first_25_images"]
+    if not all(hashes.values()):
+        return decisions + [Decision(stage="data", item=item, action="recomputed", reason="upstream recomputed (data)")
+                            for item in items], None
+    keys = _split_keys(config.dataset, hashes)
+    decisions += [engine.decide("data", item, keys[key])[0] for item, key in zip(items, [*SPLIT_FILES, "dataset_facts"])]
+    if any(decision.action == "recomputed" for decision in decisions[-3:-1]):
+        return decisions + [Decision(stage="data", item="first_25_images", action="recomputed",
+                                     reason="upstream recomputed (data)")], None
+    parquet = {split: file_sha256(folder.split(split)) for split in SPLIT_FILES}
+    decisions.append(engine.decide("data", "first_25_images", _figure_key(config.dataset, parquet))[0])
+    return decisions, _prepared(config.dataset, layout, parquet)
 
 
 @flow(name="prepare-data", log_prints=False)
 def prepare_data(config: DataConfig = DataConfig()) -> PreparedData:
     """Download and verify the four IDX files, then write Parquet splits, facts and figure 1.1."""
     layout = ArtifactsLayout.at(config.artifacts_dir)
-    ledger = Ledger(StageStore(layout), frozenset(config.refresh), get_run_logger().info)
+    engine = study_engine(layout, config.refresh, get_run_logger().info)
     with artifacts_lock(layout.root):
         remove_stale_temporaries(layout.root)
         try:
-            data = prepare(config, layout, ledger)
+            data = prepare(config, layout, engine)
         except (DataStageError, DiskFullError) as error:
             return Failed(message=str(error))  # nothing half-written: no Parquet, no decisions table
-        write_decisions(ledger, layout.tables_dir)
+        write_decisions(engine, layout.tables_dir)
         return data
 
 

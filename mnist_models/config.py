@@ -36,12 +36,31 @@ MAX_KEEP_NIGHTS = 3650  # ten years of nightly run folders
 _UPPER_LIMITS = {"epochs": MAX_EPOCHS, "gradient_epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE,
                  "replicates": MAX_SEEDS, "workers": MAX_WORKERS, "keep_nights": MAX_KEEP_NIGHTS}
 
-# Values that differ from the class defaults (which are the study's own settings, profile `full`).
+# The study's own values of the fields that a profile changes. Those fields default to None, "the profile's value",
+# so that a form that submits every default it shows (the Prefect UI's run form does) leaves them to the profile.
+STUDY_VALUES: dict[str, object] = {"learning_rates": (0.1, 0.01, 0.001, 0.0001), "epochs": 10, "gradient_epochs": 20}
+# Values that differ from the study's own (STUDY_VALUES and the class defaults: profile `full`).
 PROFILES: dict[str, dict[str, object]] = {
     "full": {},
     "quick": {"learning_rates": (0.01, 0.001), "epochs": 1, "train_subset": 2000, "gradient_epochs": 2},
     "replicated": {"replicates": 3},
 }
+PROFILE_FIELDS = frozenset(STUDY_VALUES).union(*PROFILES.values())  # fields whose unset value the profile decides
+
+
+def profile_defaults(name: str) -> dict[str, object]:
+    """The value each profile gives field `name` when it is unset, e.g. {"full": 10, "quick": 1, "replicated": 10}."""
+    return {profile: {**STUDY_VALUES, **values}.get(name) for profile, values in PROFILES.items()}
+
+
+def _profile_default(name: str, unset: str = "none") -> str:
+    """How a profile field's description states its default: `(default: 10; quick: 1)` (`unset` names a None)."""
+    def shown(value: object) -> str:
+        return unset if value is None else ",".join(f"{item:g}" if isinstance(item, float) else str(item)
+                                                    for item in (value if isinstance(value, tuple) else (value,)))
+    values = profile_defaults(name)
+    others = [f"{profile}: {shown(value)}" for profile, value in values.items() if value != values["full"]]
+    return "(" + "; ".join([f"default: {shown(values['full'])}", *others]) + ")"
 
 
 class DataConfig(BaseModel):
@@ -100,20 +119,27 @@ class StudyConfig(DataConfig):
     profile: Profile = Field("full", description="full = the study; quick = every stage on a 2,000-image slice; "
                                                  "replicated = the study with 3 seeds per cell")
     models: tuple[str, ...] = Field(("dnn", "convnet", "resnet"), description="models of the learning-rate sweep")
-    learning_rates: tuple[float, ...] = Field((0.1, 0.01, 0.001, 0.0001), description="learning rates of the sweep")
-    epochs: int = Field(10, description=f"epochs per sweep run (1 to {MAX_EPOCHS})")
+    # The profile fields: None in the schema and the form, the profile's value once validated (_apply_profile).
+    learning_rates: tuple[float, ...] | None = Field(
+        None, description=f"learning rates of the sweep {_profile_default('learning_rates')}")
+    epochs: int | None = Field(
+        None, description=f"epochs per sweep run (1 to {MAX_EPOCHS}) {_profile_default('epochs')}")
     batch_size: int = Field(32, description=f"training batch size (1 to {MAX_BATCH_SIZE})")
     seed: int | None = Field(None, description=f"random seed of every run (default {STUDY_SEED}; a nightly run: "
                                                "the date as YYYYMMDD)")
     seeds: tuple[int, ...] | None = Field(None, description=f"train every cell once per seed, e.g. 42,43,44; at most "
                                                             f"{MAX_SEEDS} seeds (default: --seed alone)")
     replicates: int | None = Field(None, description="train every cell with this many seeds: --seed, --seed + 1, ... "
-                                                     f"(1 to {MAX_SEEDS}; every seed below 2**32)")
-    train_subset: int | None = Field(None, description="train on a stratified subset of this many images (default: all)")
+                                                     f"(1 to {MAX_SEEDS}; every seed below 2**32) "
+                                                     f"{_profile_default('replicates')}")
+    train_subset: int | None = Field(None, description="train on a stratified subset of this many images "
+                                                       f"{_profile_default('train_subset', 'all')}")
     gradient_models: tuple[str, ...] = Field(("resnet_plain", "resnet"),
                                              description="models of the gradient experiment ('' for none)")
     gradient_learning_rate: float = Field(0.001, description="learning rate of the gradient experiment")
-    gradient_epochs: int = Field(20, description=f"epochs of the gradient experiment (1 to {MAX_EPOCHS})")
+    gradient_epochs: int | None = Field(
+        None,
+        description=f"epochs of the gradient experiment (1 to {MAX_EPOCHS}) {_profile_default('gradient_epochs')}")
     workers: int | None = Field(None, description=f"parallel training processes, 1 to {MAX_WORKERS} "
                                                   "(default: one per core)")
     dask_address: str | None = Field(None, description="train on an existing Dask cluster: a tcp:// or tls:// address "
@@ -131,18 +157,21 @@ class StudyConfig(DataConfig):
                           "the night or a gain to promote")
     keep_nights: int = Field(14, description="nightly: keep the run folders of this many recent nights (and every "
                                              f"champion's), 1 to {MAX_KEEP_NIGHTS}; prune the rest")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="after the study, export its runs (and a nightly run's champions) to this MLflow tracking "
+                          "server, e.g. http://127.0.0.1:5000 (needs the mlflow extra)")
 
     @model_validator(mode="before")
     @classmethod
     def _apply_profile(cls, values: Any) -> Any:
-        """Unset fields (absent or None) take the profile's value, then the class default."""
+        """Unset fields (absent or None) take the profile's value, then the study's, then the class default."""
         if not isinstance(values, dict):
             return values
         profile = values.get("profile") or "full"
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of: {', '.join(PROFILES)}")
         given = {key: value for key, value in values.items() if value is not None}
-        return {**PROFILES[profile], **given, "profile": profile}
+        return {**STUDY_VALUES, **PROFILES[profile], **given, "profile": profile}
 
     @classmethod
     def for_profile(cls, profile: str = "full", **overrides: object) -> "StudyConfig":
@@ -293,7 +322,7 @@ class StudyConfig(DataConfig):
     def report_settings(self) -> dict[str, object]:
         """The settings a report lists: those that shape the results, not where or how fast they ran."""
         return self.model_dump(mode="json", exclude={"artifacts_dir", "refresh", "workers", "dask_address", "mirrors",
-                                                     "stall_timeout"})
+                                                     "stall_timeout", "mlflow_tracking_uri"})
 
 
 def _each_once(values: tuple, what: str) -> tuple:

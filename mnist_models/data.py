@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mnist_models import pages
-from mnist_models.io import atomic_path
+from mnist_models import parquet_pages
+from mnist_models.atomic_files import atomic_path
 
 IMAGE_SIZE = 28 * 28
 # Pixels are never null; a non-nullable item lets Arrow decode the list without building validity bitmaps.
@@ -22,7 +22,7 @@ PIXELS_TYPE = pa.list_(pa.field("element", pa.float32(), nullable=False), IMAGE_
 ROW_GROUP_ROWS = 1000
 # Plain, uncompressed pixels: decompressing or undoing a dictionary costs more than reading 188 MB from the
 # page cache, per-page statistics of pixels serve no query, and each page ends with its values as raw
-# float32 (what mnist_models.pages reads).
+# float32 (what mnist_models.parquet_pages reads).
 PARQUET_WRITE_OPTIONS = {"compression": "none", "use_dictionary": False,
                          "write_statistics": ["label", "source_index"], "row_group_size": ROW_GROUP_ROWS}
 
@@ -76,9 +76,9 @@ def load_split(path: str | os.PathLike[str]) -> Split:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run the data stage (flows/prepare_data.py) first")
     table = pq.read_table(path, columns=["label", "source_index"], memory_map=True)
-    # The pixels straight from their pages into one array (mnist_models.pages); any other layout (older
+    # The pixels straight from their pages into one array (mnist_models.parquet_pages); any other layout (older
     # files, compressed or dictionary-encoded ones) through Arrow's decoder.
-    pixels = pages.read_float_lists(path, "pixels", IMAGE_SIZE)
+    pixels = parquet_pages.read_float_lists(path, "pixels", IMAGE_SIZE)
     if pixels is None:
         pixels = _column_values(pq.read_table(path, columns=["pixels"], memory_map=True, use_threads=True), "pixels")
     return Split(images=pixels.reshape(-1, 28, 28, 1), labels=_column_values(table, "label"),

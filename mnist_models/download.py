@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import io
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -24,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from mnist_models.atomic_files import atomic_path, is_disk_full
 from mnist_models.idx import iter_gunzip
-from mnist_models.io import atomic_path, is_disk_full
 
 SUPPORTED_SCHEMES = ("http", "https", "file")
 DEFAULT_MAX_BYTES = 64 * 2**20  # the largest MNIST-like file (train images) is under 10 MB compressed
@@ -212,27 +211,6 @@ def _fetch_into(
     )
 
 
-def fetch_verified(
-    filename: str,
-    expected_md5: str,
-    mirrors: Sequence[str],
-    *,
-    attempts: int = 3,
-    backoff_seconds: float = 1.0,
-    timeout: float = 60.0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    log: Callable[[str], None] = lambda message: None,
-) -> VerifiedFile:
-    """Try each mirror in order (with retries and exponential backoff on transient errors); return the bytes.
-
-    The body goes through a temporary file. Returns the first verified copy; raises
-    MirrorsExhaustedError listing every attempt otherwise.
-    """
-    with tempfile.TemporaryDirectory(prefix="mnist-download-") as scratch:
-        return _fetch_into(Path(scratch) / filename, filename, expected_md5, mirrors, attempts=attempts,
-                           backoff_seconds=backoff_seconds, timeout=timeout, max_bytes=max_bytes, log=log)
-
-
 def download_verified(
     filename: str,
     expected_md5: str,
@@ -245,9 +223,11 @@ def download_verified(
     max_bytes: int = DEFAULT_MAX_BYTES,
     log: Callable[[str], None] = lambda message: None,
 ) -> DownloadedFile:
-    """Like fetch_verified, but store the verified file at `destination` (atomically) and return its path.
+    """Try each mirror in order (with retries and exponential backoff on transient errors); store the first
+    verified copy at `destination` (atomically) and return where it is.
 
-    A full disk raises DiskFullError naming `destination`; a failure leaves no partial file there.
+    Raises MirrorsExhaustedError listing every attempt when no mirror serves a verified copy. A full disk
+    raises DiskFullError naming `destination`; a failure leaves no partial file there.
     """
     with atomic_path(destination) as temporary:
         verified = _fetch_into(temporary, filename, expected_md5, mirrors, attempts=attempts,

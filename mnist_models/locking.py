@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from mnist_models.io import host_tag
+from mnist_models.atomic_files import host_tag
 
 
 class ArtifactsLockedError(RuntimeError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from mnist_models import evaluation, nightly, replicates
+from mnist_models import champions, replicates, table_builders
 from mnist_models.evaluation import StudyRuns
 
 if TYPE_CHECKING:
@@ -54,11 +54,11 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
               ("fact", "train", "test", "total"), stage="data"),
     TableSpec("model_summary", "each model's layers, output shapes and parameter counts (study section II)",
               ("model", "layer", "type", "output_shape", "parameters", "study_formula", "formula_parameters"),
-              build=_from_runs(evaluation.model_summary_table)),
+              build=_from_runs(table_builders.model_summary_table)),
     TableSpec("summary", "one row per run: accuracy with its 95% bootstrap interval, loss, macro F1, AUC, MAP, cost",
-              tuple(evaluation.SUMMARY_COLUMNS), build=_from_runs(evaluation.summary_table)),
+              tuple(table_builders.SUMMARY_COLUMNS), build=_from_runs(table_builders.summary_table)),
     TableSpec("failures", "planned runs that have no result in this study run, with the cause (empty when none "
-              "failed)", tuple(evaluation.FAILURE_COLUMNS), build=_from_runs(evaluation.failures_table)),
+              "failed)", tuple(table_builders.FAILURE_COLUMNS), build=_from_runs(table_builders.failures_table)),
     TableSpec("replicates", "per model and learning rate: seeds, mean, standard deviation and 95% t-interval of "
               "accuracy and MAP across seeds", replicates.REPLICATES_COLUMNS, needs=("summary",),
               build=_from_summary(replicates.replicates_table)),
@@ -66,27 +66,28 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
               "with several seeds, one row per seed and the across-seed columns",
               ("model", "learning_rate", "epochs", "accuracy", "accuracy_low", "accuracy_high", "study_accuracy"),
               needs=("summary", "replicates"), build=lambda study, tables: replicates.across_seed_columns(
-                  evaluation.accuracy_at_lr_table(tables["summary"]), tables["replicates"])),
+                  table_builders.accuracy_at_lr_table(tables["summary"]), tables["replicates"])),
     TableSpec("lr_sweep", "accuracy per model and learning rate (the study's table 5.1); with several seeds, the "
               "mean with its spread", ("model",), needs=("summary", "replicates"),
               build=lambda study, tables: replicates.across_seed_sweep(
-                  evaluation.lr_sweep_table(tables["summary"]), tables["replicates"])),
+                  table_builders.lr_sweep_table(tables["summary"]), tables["replicates"])),
     TableSpec("per_class_metrics", "per run and class: precision, recall, F1, ROC AUC, average precision",
               ("run_id", "model", "learning_rate", "class", "precision", "recall", "f1", "roc_auc",
-               "average_precision", "support"), build=_from_runs(evaluation.per_class_table)),
+               "average_precision", "support"), build=_from_runs(table_builders.per_class_table)),
     TableSpec("confusion_matrices", "each run's confusion matrix, one row per true label",
               ("run_id", "model", "learning_rate", "true_label", *(f"predicted_{label}" for label in range(10))),
-              build=_from_runs(evaluation.confusion_table)),
+              build=_from_runs(table_builders.confusion_table)),
     TableSpec("significance", "McNemar's test between each pair of models at learning rate 0.001, per seed",
               ("learning_rate", "seed", "model_a", "model_b", "accuracy_a", "accuracy_b", "only_a_correct",
                "only_b_correct", "statistic", "p_value", "method", "significant", "verdict"),
-              build=_from_runs(evaluation.significance_table)),
+              build=_from_runs(table_builders.significance_table)),
     TableSpec("seed_comparisons", "each pair of models at each learning rate across seeds: paired t-test beside "
               "the per-seed McNemar results, and whether the difference holds", replicates.COMPARISON_COLUMNS,
               needs=("summary",), build=lambda study, tables: replicates.seed_comparisons(
-                  tables["summary"], evaluation.correct_by_run(study))),
+                  tables["summary"], table_builders.correct_by_run(study))),
     TableSpec("gradient_norms", "per-layer gradient norms per epoch of the gradient experiment",
-              ("model", "seed", "epoch", "layer", "gradient_norm"), build=_from_runs(evaluation.gradient_norms_table)),
+              ("model", "seed", "epoch", "layer", "gradient_norm"),
+              build=_from_runs(table_builders.gradient_norms_table)),
     TableSpec("cache_decisions", "each stage's reuse decision in this run: reused or recomputed, and why",
               ("stage", "item", "action", "reason"), stage="cache"),
     TableSpec("history", "nightly runs: one row per sweep run per night; the run the gate tested carries its "
@@ -95,7 +96,7 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
         "accuracy_high", "map", "run_id", "decision", "champion_accuracy", "p_value", "history_mean", "history_std",
         "message", "nights", "interval_low", "champion_bound", "champion_version", "rule"), stage="nightly"),
     TableSpec("promotions", "every promotion and rollback of each model's champion: date, versions, old and new "
-              "accuracy, reason, run", nightly.PROMOTION_COLUMNS, stage="nightly"),
+              "accuracy, reason, run", champions.PROMOTION_COLUMNS, stage="nightly"),
 )}
 
 
@@ -122,7 +123,7 @@ class FigureInputs:
     @cached_property
     def representative(self) -> dict[str, str]:
         """Per model, the run id of the sweep run its per-model figures show."""
-        return evaluation.representative_runs(self.tables["summary"])
+        return table_builders.representative_runs(self.tables["summary"])
 
     def run(self, run_id: str):
         return next(run for run in self.study.runs if run.run_id == run_id)
@@ -176,79 +177,78 @@ def _several_seeds(role: str):
 
 
 def _lr_sweep_seeds(inputs: FigureInputs) -> "Figure":
-    from mnist_models import plots, replicates
+    from mnist_models.plots.lr_sweep import plot_lr_sweep_across_seeds
 
-    sweep = evaluation.sweep_runs(inputs.tables["summary"])
-    return plots.plot_lr_sweep_across_seeds(replicates.replicates_table(inputs.tables["summary"]),
-                                            sweep[["model", "learning_rate", "seed", "accuracy"]])
+    sweep = table_builders.sweep_runs(inputs.tables["summary"])
+    return plot_lr_sweep_across_seeds(replicates.replicates_table(inputs.tables["summary"]),
+                                      sweep[["model", "learning_rate", "seed", "accuracy"]])
 
 
 def _gradient_norms_seeds(inputs: FigureInputs) -> "Figure":
-    from mnist_models import plots
+    from mnist_models.plots.gradients import plot_gradient_norm_band
 
     frames = [pd.read_parquet(inputs.study.folder(run).gradients).assign(variant=variant_label(run.model),
                                                                        seed=run.spec.seed)
               for run in inputs.study.serving("gradient")]
-    return plots.plot_gradient_norm_band(pd.concat(frames, ignore_index=True))
+    return plot_gradient_norm_band(pd.concat(frames, ignore_index=True))
 
 
 def _kernel_histograms(inputs: FigureInputs) -> "Figure":
-    from mnist_models import plots
+    from mnist_models.plots.gradients import plot_kernel_histograms
 
-    return plots.plot_kernel_histograms(inputs.gradient_frames(lambda folder: pd.read_parquet(folder.kernel_histograms)))
+    return plot_kernel_histograms(inputs.gradient_frames(lambda folder: pd.read_parquet(folder.kernel_histograms)))
 
 
 def _gradient_norms(inputs: FigureInputs) -> "Figure":
-    from mnist_models import plots
+    from mnist_models.plots.gradients import plot_gradient_norms
 
-    return plots.plot_gradient_norms(inputs.gradient_frames(lambda folder: pd.read_parquet(folder.gradients)))
+    return plot_gradient_norms(inputs.gradient_frames(lambda folder: pd.read_parquet(folder.gradients)))
 
 
 def _accuracy_curves(inputs: FigureInputs) -> "Figure":
-    from mnist_models import plots
+    from mnist_models.plots.accuracy_curves import plot_accuracy_curves
 
-    return plots.plot_accuracy_curves({
+    return plot_accuracy_curves({
         f"{model} (lr {inputs.run(run_id).learning_rate:g})": pd.read_parquet(inputs.study.layout.run(run_id).history)
         for model, run_id in inputs.representative.items()})
 
 
 def _lr_sweep_heatmap(inputs: FigureInputs) -> "Figure":
-    from mnist_models import plots
+    from mnist_models.plots.lr_sweep import plot_lr_sweep_heatmap
 
-    sweep = evaluation.sweep_runs(inputs.tables["summary"])[["model", "learning_rate", "accuracy", "status"]]
+    sweep = table_builders.sweep_runs(inputs.tables["summary"])[["model", "learning_rate", "accuracy", "status"]]
     failures = inputs.tables.get("failures")
     if failures is not None and not failures.empty:  # a failed sweep cell is shown as failed, not left out
         failed = failures[failures["roles"].str.contains("sweep")]
         sweep = pd.concat([sweep, failed[["model", "learning_rate"]].assign(accuracy=np.nan, status="failed")],
                           ignore_index=True)
-    return plots.plot_lr_sweep_heatmap(sweep)
+    return plot_lr_sweep_heatmap(sweep)
 
 
 def _roc(inputs: FigureInputs, model: str) -> "Figure":
-    from mnist_models import metrics, plots
+    from mnist_models import metrics
+    from mnist_models.plots.per_class import plot_roc_curves
 
     run_id = inputs.representative[model]
     labels, probabilities = metrics.probabilities_from_frame(pd.read_parquet(inputs.study.layout.run(run_id).predictions))
-    return plots.plot_roc_curves(labels, probabilities, f"ROC one-vs-rest: {inputs.run_label(run_id)}")
+    return plot_roc_curves(labels, probabilities, f"ROC one-vs-rest: {inputs.run_label(run_id)}")
 
 
 def _f1(inputs: FigureInputs, model: str) -> "Figure":
-    from mnist_models import plots
+    from mnist_models.plots.per_class import plot_f1_per_class
 
     run_id = inputs.representative[model]
     per_class = inputs.tables["per_class_metrics"]
-    return plots.plot_f1_per_class(per_class[per_class["run_id"] == run_id],
-                                   f"Per-class precision, recall, F1: {inputs.run_label(run_id)}")
+    return plot_f1_per_class(per_class[per_class["run_id"] == run_id],
+                             f"Per-class precision, recall, F1: {inputs.run_label(run_id)}")
 
 
 def _confusion(inputs: FigureInputs, model: str) -> "Figure":
-    import numpy as np
-
-    from mnist_models import plots
+    from mnist_models.plots.per_class import plot_confusion_matrix
 
     run_id = inputs.representative[model]
-    return plots.plot_confusion_matrix(np.asarray(inputs.run(run_id).scores.confusion),
-                                       f"Confusion matrix: {inputs.run_label(run_id)}")
+    return plot_confusion_matrix(np.asarray(inputs.run(run_id).scores.confusion),
+                                 f"Confusion matrix: {inputs.run_label(run_id)}")
 
 
 FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (

@@ -19,9 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mnist_models.atomic_files import atomic_path
 from mnist_models.data import Split
 from mnist_models.feeding import Feeder
-from mnist_models.io import atomic_path, file_sha256
+from mnist_models.hashing import file_sha256
 from mnist_models.layout import RunFolder
 
 NUM_CLASSES = 10

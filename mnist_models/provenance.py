@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mnist_models.io import file_sha256, write_text
+from mnist_models.atomic_files import write_text
+from mnist_models.hashing import file_sha256
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.records import Record
 

@@ -198,15 +198,6 @@ class FailedRun(Record):
         return f"{self.run_id}: {self.cause}"
 
 
-class RunOutcome(Record):
-    """What the training grid did with one planned run: its record and scores, or why it failed."""
-
-    run_id: str
-    trained: TrainedRun | None = None
-    scores: Scores | None = None
-    failure: str | None = None
-
-
 class ChampionDecision(Record):
     """The nightly gate's decision on tonight's run of one model against its champion, with the tests behind it."""
 

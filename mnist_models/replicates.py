@@ -1,16 +1,14 @@
-"""Seed replicates: spread across seeds, model comparisons that tell a real difference from seed noise,
-and the noise-aware nightly gate.
+"""Seed replicates: spread across seeds, and model comparisons that tell a real difference from seed noise.
 
 One training per cell cannot tell a real difference from seed noise, and the bootstrap interval of a
 run covers test-set sampling only. Here each model and learning rate has one sweep run per seed:
 `replicates_table` gives the mean, spread and t-interval across seeds, `seed_comparisons` a paired t-test
-across seeds beside the per-seed McNemar tests, `gate` the nightly decision on the champion, and
-`conclusions_across_seeds` the report's findings as data. Every distribution comes from scipy.
+across seeds beside the per-seed McNemar tests, and `conclusions_across_seeds` the report's findings as
+data. Every distribution comes from scipy. The nightly gate (`mnist_models.nightly`) uses `spread` too.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -19,12 +17,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from mnist_models import evaluation, metrics
-from mnist_models.evaluation import STUDY_TABLE_5_1
-from mnist_models.records import ChampionDecision, Record
+from mnist_models import metrics, table_builders
+from mnist_models.records import Record
+from mnist_models.study_reference import STUDY_TABLE_5_1
 
 CONFIDENCE = 0.95  # of every across-seed interval
-ALPHA = 0.05  # significance level of the paired t-test, McNemar's test and the gate
+ALPHA = 0.05  # significance level of the paired t-test, McNemar's test and the nightly gate
 MIN_PAIRED_SEEDS = 3  # a paired t-test on fewer seeds has too few degrees of freedom to mean much
 REPLICATE_METRICS = ("accuracy", "map")
 _STATISTICS = ("mean", "std", "mean_low", "mean_high")
@@ -44,7 +42,7 @@ _SWEEP_SUFFIXES = {"accuracy_std": "std", "accuracy_mean_low": "low", "accuracy_
 
 def replicates_table(summary: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Per model and learning rate of the sweep: seeds, and mean, std and t-interval of accuracy and MAP across them."""
-    _check_level(confidence, "confidence")
+    check_level(confidence, "confidence")
     rows = _sweep_rows(summary)
     cells = [_replicate_row(model, learning_rate, runs, confidence)
              for (model, learning_rate), runs in rows.groupby(["model", "learning_rate"], sort=False)]
@@ -101,7 +99,7 @@ def across_seed_sweep(sweep: pd.DataFrame, replicates: pd.DataFrame) -> pd.DataF
                                   aggfunc="first", sort=False, dropna=False)
     table = sweep[["model"]].copy()
     for rate in sorted(replicates["learning_rate"].unique(), reverse=True):
-        name = evaluation.learning_rate_column(rate)
+        name = table_builders.learning_rate_column(rate)
         table[name] = table["model"].map(wide[("accuracy_mean", rate)])
         for column, suffix in _SWEEP_SUFFIXES.items():
             table[f"{name} {suffix}"] = table["model"].map(wide[(column, rate)])
@@ -113,8 +111,8 @@ def across_seed_sweep(sweep: pd.DataFrame, replicates: pd.DataFrame) -> pd.DataF
 def seed_comparisons(summary: pd.DataFrame, correct_by_run: Mapping[str, np.ndarray], alpha: float = ALPHA,
                      confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Per learning rate and pair of models: a paired t-test across seeds, the per-seed McNemar tests, a verdict."""
-    _check_level(alpha, "alpha")
-    _check_level(confidence, "confidence")
+    check_level(alpha, "alpha")
+    check_level(confidence, "confidence")
     per_seed = _per_seed_significance(summary, correct_by_run, alpha)
     rows = [_comparison_row(pair, seeds, alpha, confidence)
             for pair, seeds in per_seed.groupby(["learning_rate", "model_a", "model_b"], sort=False)]
@@ -212,147 +210,6 @@ def _comparison_verdict(row: Mapping, model_a: str, model_b: str) -> str:
         return f"within seed noise across {seeds} seeds (paired t p={p_value:.2g})"
     worse = model_b if row["better"] == model_a else model_a
     return f"{row['better']} better than {worse} across {seeds} seeds (paired t p={p_value:.2g})"
-
-
-# ---- the noise-aware nightly gate -----------------------------------------------------------------------
-
-MIN_HISTORY_NIGHTS = 3  # fewer nights give no usable prediction interval
-HISTORY_WINDOW = 30  # a night is set beside at most this many recent nights (a slow drift moves the interval along)
-PROMOTION_WINDOW = 7  # the champion is set beside at most this many recent nights since its promotion
-
-
-def prediction_bound(accuracies: Sequence[float], confidence: float = CONFIDENCE) -> float | None:
-    """Lower end of the two-sided prediction interval for one more night: mean − t·std·√(1 + 1/N); None below
-    MIN_HISTORY_NIGHTS nights."""
-    from scipy import stats  # imported where used: a cached rerun computes no statistic
-
-    _check_level(confidence, "confidence")
-    values = _history_values(accuracies)
-    if values.size < MIN_HISTORY_NIGHTS:
-        return None
-    quantile = stats.t.ppf(1 - (1 - confidence) / 2, values.size - 1)
-    return float(values.mean() - quantile * values.std(ddof=1) * math.sqrt(1 + 1 / values.size))
-
-
-def gate(model: str, tonight_correct: np.ndarray, champion_correct: np.ndarray | None,
-         history_accuracies: Sequence[float], tolerance: float, alpha: float = ALPHA,
-         nights_since_champion: int = 0) -> ChampionDecision:
-    """Decide on tonight's run against its champion (McNemar on the same test images) and the past nights.
-
-    Two kinds of noise, two tests: McNemar's test tells whether tonight's model and the champion differ on these
-    test images; the past nights tell how far a model moves with the training seed alone. With d = tonight's
-    accuracy − the champion's and p McNemar's p-value:
-    - MIN_HISTORY_NIGHTS past nights or more (the last HISTORY_WINDOW count): the night fails when tonight is
-      below their prediction bound AND d < 0 with p < alpha. Fewer: when d < −tolerance with p < alpha.
-    - The champion is replaced when d > 0 with p < alpha AND the champion is below the prediction bound of the
-      nights since its promotion (the last PROMOTION_WINDOW of them, at least MIN_HISTORY_NIGHTS): the runs
-      now trained are better than it. A significant gain alone would ratchet the champion up to the luckiest
-      seed of many nights, and ordinary nights would then look like drops.
-    A drop that one test sees and the other does not is a warning: the night passes. No champion yet: tonight's
-    run is the first. `history_accuracies` are the past nights, oldest first, tonight not included; the last
-    `nights_since_champion` of them came after the champion's promotion.
-    """
-    _check_level(alpha, "alpha")
-    if isinstance(tolerance, bool) or not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
-        raise ValueError(f"tolerance must be an accuracy drop in [0, 1) (e.g. 0.005 for half a point), "
-                         f"got {tolerance!r}")
-    values = _history_values(history_accuracies)
-    if isinstance(nights_since_champion, bool) or not 0 <= nights_since_champion <= values.size:
-        raise ValueError(f"nights_since_champion must count some of the {values.size} past nights (0 to "
-                         f"{values.size}), got {nights_since_champion!r}")
-    tonight = _correct_vector(tonight_correct, "tonight_correct")
-    accuracy = float(tonight.mean())
-    history = _history(values[-HISTORY_WINDOW:])
-    if champion_correct is None:
-        return ChampionDecision(model=model, new_accuracy=accuracy, champion_accuracy=None, promoted=True,
-                                regressed=False, **history, rule="no champion yet: tonight's run becomes the first",
-                                message=f"{model}: first champion, accuracy {accuracy:.4f}{_past_text(history)}")
-    champion = _correct_vector(champion_correct, "champion_correct")
-    result = metrics.mcnemar_test(tonight, champion)
-    difference = (result.only_a_correct - result.only_b_correct) / tonight.size  # exact, unlike a − b in floats
-    significant = result.p_value < alpha
-    since = values[values.size - min(nights_since_champion, PROMOTION_WINDOW):]
-    champion_bound = prediction_bound(since)
-    by_interval = history["interval_low"] is not None
-    low = accuracy < history["interval_low"] if by_interval else difference < -tolerance
-    regressed = difference < 0 and significant and low
-    decision = ChampionDecision(
-        model=model, new_accuracy=accuracy, champion_accuracy=float(champion.mean()),
-        promoted=difference > 0 and significant and champion_bound is not None and champion.mean() < champion_bound,
-        regressed=regressed, warning=difference < 0 and not regressed and (significant or low),
-        p_value=result.p_value, difference=difference, only_new_correct=result.only_a_correct,
-        only_champion_correct=result.only_b_correct, **history, champion_bound=champion_bound,
-        rule=_rule(by_interval, tolerance, alpha), message="")
-    verdict = _verdict_text(decision, significant, low, since.size, by_interval, tolerance)
-    message = f"{model}: {verdict}; {_test_text(decision)}{_history_text(history)}"
-    return decision.model_copy(update={"message": message})
-
-
-def _rule(by_interval: bool, tolerance: float, alpha: float) -> str:
-    promote = (f"promote on a significant gain when the champion is below what the nights since it predict "
-               f"(at least {MIN_HISTORY_NIGHTS})")
-    if by_interval:
-        return (f"fail when below the past nights' {CONFIDENCE:.0%} prediction bound and significantly below the "
-                f"champion (McNemar p < {alpha:g}); {promote}")
-    return (f"fewer than {MIN_HISTORY_NIGHTS} past nights: fail on a significant drop (McNemar p < {alpha:g}) of "
-            f"more than {tolerance * 100:.2f} points; {promote}")
-
-
-def _verdict_text(decision: ChampionDecision, significant: bool, low: bool, since: int, by_interval: bool,
-                  tolerance: float) -> str:
-    beyond, within = (("below what the past nights predict", "within what the past nights predict") if by_interval
-                      else (f"more than {tolerance * 100:.2f} points lower",
-                            f"within the {tolerance * 100:.2f}-point tolerance"))
-    if decision.promoted:
-        return (f"new champion, significantly better, and the champion {decision.champion_accuracy:.4f} is below the "
-                f"{decision.champion_bound:.4f} that the {since} nights since it predict")
-    if decision.regressed:
-        return f"champion kept; REGRESSION: {beyond} and significantly worse than the champion"
-    if decision.warning:
-        return (f"champion kept; WARNING: {beyond}, but not significantly worse than the champion" if low else
-                f"champion kept; significantly worse than the champion, but {within}")
-    if decision.difference > 0 and significant:
-        if decision.champion_bound is None:
-            return (f"champion kept; significantly better tonight, but {since} night(s) since the champion are too "
-                    "few to tell a better model from a lucky seed")
-        return (f"champion kept; significantly better tonight, but the champion is within the {since} nights since it "
-                f"(bound {decision.champion_bound:.4f}): a lucky seed, not a better model")
-    return "champion kept, not significantly better" if decision.difference > 0 else "champion kept, not more accurate"
-
-
-def _test_text(decision: ChampionDecision) -> str:
-    return (f"accuracy {decision.new_accuracy:.4f} vs champion {decision.champion_accuracy:.4f}, "
-            f"{decision.difference * 100:+.2f} points, McNemar p={decision.p_value:.2g} (right only tonight on "
-            f"{decision.only_new_correct} images, only the champion on {decision.only_champion_correct})")
-
-
-def _history_values(accuracies: Sequence[float]) -> np.ndarray:
-    values = np.asarray(accuracies, dtype=float)
-    if values.ndim != 1 or not np.all(np.isfinite(values)):
-        raise ValueError(f"history_accuracies must be a 1-D sequence of finite past accuracies, got {values!r}")
-    return values
-
-
-def _history(values: np.ndarray) -> dict:
-    """The nights' count, mean, spread and prediction bound, as ChampionDecision fields."""
-    if values.size == 0:
-        return {"nights": 0, "history_mean": None, "history_std": None, "interval_low": None}
-    mean, deviation = spread(values)[:2]
-    return {"nights": int(values.size), "history_mean": mean,
-            "history_std": None if math.isnan(deviation) else deviation, "interval_low": prediction_bound(values)}
-
-
-def _history_text(history: Mapping) -> str:
-    if history["nights"] < MIN_HISTORY_NIGHTS:
-        return f"; {history['nights']} past night(s), fewer than {MIN_HISTORY_NIGHTS}: the tolerance rule decides"
-    return f"{_past_text(history)} predict at least {history['interval_low']:.4f}"
-
-
-def _past_text(history: Mapping) -> str:
-    if not history["nights"]:
-        return ""
-    deviation = f" ± {history['history_std']:.4f}" if history["history_std"] is not None else ""
-    return f"; past {history['nights']} night(s) {history['history_mean']:.4f}{deviation}"
 
 
 # ---- the report's findings across seeds -----------------------------------------------------------------
@@ -461,7 +318,7 @@ def _study_value(study: Mapping[str, Mapping[float, float]], model: str, learnin
 def _sweep_rows(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary's sweep rows: model in the summary's order, then learning rate largest first, then seed."""
     _require(summary, ["run_id", "model", "learning_rate", "seed", "role", *REPLICATE_METRICS], "summary")
-    rows = evaluation.sweep_runs(summary)
+    rows = table_builders.sweep_runs(summary)
     repeated = rows[rows.duplicated(["model", "learning_rate", "seed"], keep=False)]
     if len(repeated):
         raise ValueError(f"the summary's sweep has several runs of the same model, learning rate and seed "
@@ -480,18 +337,11 @@ def _require(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
                          f"got {[str(column) for column in table.columns]}")
 
 
-def _check_level(value: float, name: str) -> None:
+def check_level(value: float, name: str) -> None:
+    """Raise ValueError unless `value` (a confidence level or alpha, named `name`) lies strictly in (0, 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
         raise ValueError(f"{name} must lie strictly between 0 and 1 (e.g. 0.95 for confidence, 0.05 for alpha), "
                          f"got {value!r}")
-
-
-def _correct_vector(values: np.ndarray, name: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1 or array.dtype != np.bool_ or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D boolean vector (label == predicted per test image), "
-                         f"got dtype {array.dtype} with shape {array.shape}")
-    return array
 
 
 def _nan(value: float | None) -> float:

@@ -2,7 +2,8 @@
 
 The numbers come from `mnist_models.findings`; the words from the Jinja2 templates in
 `mnist_models/templates/`. This module only renders: images are linked relative to the report
-directory in Markdown and inlined as data URIs in HTML, which `mnist_models/report.css` styles.
+directory in Markdown and inlined as data URIs in HTML, which `mnist_models/report.css` styles, and
+in the Markdown copy for a viewer without the report's folder (`inline_markdown_images`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import html
+import io
 import math
 import mimetypes
 import os
@@ -27,16 +29,18 @@ import markdown
 import pandas as pd
 from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
+from PIL import Image
 
 from mnist_models import findings, outputs
-from mnist_models.evaluation import DIVERGED_BELOW, REFERENCE_LEARNING_RATE
-from mnist_models.io import write_text
+from mnist_models.atomic_files import write_text
+from mnist_models.study_reference import DIVERGED_BELOW, REFERENCE_LEARNING_RATE, STUDY_EPOCHS, TARGET_LAYER
 
-__all__ = ["ReportContext", "build_report_html", "build_report_markdown", "write_report"]
+__all__ = ["ReportContext", "build_report_html", "build_report_markdown", "inline_markdown_images", "write_report"]
 
 MISSING = "—"
 _NON_DATA_SOURCE = re.compile(r"""\b(?:src|srcset)\s*=\s*(?!["']?data:)""", re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n{3,}")
+_MARKDOWN_IMAGE = re.compile(r"!\[(?P<caption>[^\]]*)\]\((?P<source>[^)\s]+)\)")
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def _environment() -> jinja2.Environment:
     )
     environment.globals.update(
         interval=_interval, variant_label=outputs.variant_label, REFERENCE_LEARNING_RATE=REFERENCE_LEARNING_RATE,
-        DIVERGED_BELOW=DIVERGED_BELOW, STUDY_EPOCHS=findings.STUDY_EPOCHS, TARGET_LAYER=findings.TARGET_LAYER,
+        DIVERGED_BELOW=DIVERGED_BELOW, STUDY_EPOCHS=STUDY_EPOCHS, TARGET_LAYER=TARGET_LAYER,
         PLAIN_VARIANT=outputs.PLAIN_VARIANT, MISSING=MISSING,
     )
     return environment
@@ -231,7 +235,7 @@ def _paragraph_to_figure(paragraph: ElementTree.Element) -> None:
     image.tail = caption.tail = None
 
 
-def _data_uri(source: str, report_dir: Path) -> str:
+def _data_uri(source: str, report_dir: Path, palette: bool = False) -> str:
     if source.startswith("data:"):
         return source
     parts = urlsplit(source)
@@ -257,7 +261,31 @@ def _data_uri(source: str, report_dir: Path) -> str:
     mime, _ = mimetypes.guess_type(path.name)
     if mime is None or not mime.startswith("image/"):
         raise ValueError(f"{path} is linked as an image but is not one (expected .png, .jpg, .gif, .svg or .webp)")
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    data = path.read_bytes()
+    if palette and mime == "image/png":
+        data = _palette_png(data)
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _palette_png(data: bytes) -> bytes:
+    """The PNG on white with at most 256 colours (about a third of a matplotlib figure's bytes), if that is smaller."""
+    with Image.open(io.BytesIO(data)) as image:
+        on_white = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+        encoded = io.BytesIO()
+        on_white.convert("RGB").quantize(colors=256).save(encoded, format="PNG", optimize=True)
+    return min(data, encoded.getvalue(), key=len)
+
+
+def inline_markdown_images(markdown_text: str, report_dir: Path) -> str:
+    """The Markdown with every image linked relative to `report_dir` inlined as a data URI of a 256-colour copy,
+    for a viewer that cannot open the report's folder (the Prefect UI)."""
+    inlined = _MARKDOWN_IMAGE.sub(
+        lambda image: f"![{image['caption']}]({_data_uri(image['source'], Path(report_dir), palette=True)})",
+        markdown_text)
+    if inlined.count("![") != len(_MARKDOWN_IMAGE.findall(inlined)):
+        raise ValueError("the report has an image written other than as ![caption](path) (a ']' in its caption?); "
+                         "expected every image as ![caption](path) so that it can be inlined")
+    return inlined
 
 
 # --------------------------------------------------------------------------- writing

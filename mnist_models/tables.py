@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnist_models.io import atomic_path, write_text
+from mnist_models.atomic_files import atomic_path, write_text
 from mnist_models.layout import TABLE_FORMATS
 
 
@@ -35,11 +35,3 @@ def write_table(table: pd.DataFrame, directory: str | os.PathLike[str], name: st
         table.to_csv(temporary, index=False)
     write_text(paths["md"], to_markdown(table))
     return paths
-
-
-def read_table(directory: str | os.PathLike[str], name: str) -> pd.DataFrame:
-    """Read a table written by `write_table`."""
-    path = Path(directory) / f"{name}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"table {name!r} not found at {path}; run the stage that writes it first")
-    return pd.read_parquet(path)

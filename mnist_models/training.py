@@ -23,7 +23,8 @@ import pandas as pd
 from mnist_models import data as data_lib
 from mnist_models.feeding import Feeder
 from mnist_models.hparams import write_hparams
-from mnist_models.io import atomic_directory, file_sha256, temporary_directory, write_json
+from mnist_models.atomic_files import atomic_directory, temporary_directory, write_json
+from mnist_models.hashing import file_sha256
 from mnist_models.layout import RunFolder
 from mnist_models.memory import peak_memory_mb
 from mnist_models.records import RunSpec, TrainedRun

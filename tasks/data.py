@@ -11,7 +11,7 @@ from mnist_models import data as data_lib
 from mnist_models import download as download_lib
 from mnist_models import idx as idx_lib
 from mnist_models import tables
-from mnist_models.io import DiskFullError
+from mnist_models.atomic_files import DiskFullError
 
 
 def _read_idx(path: Path):
@@ -21,12 +21,17 @@ def _read_idx(path: Path):
 @task(task_run_name="verify {path.name}")
 def verify_idx(path: Path, expected_md5: str) -> str | None:
     """SHA-256 of a raw file's content if it is on disk and matches its published checksum, else None."""
+    return verified_sha256(path, expected_md5, lambda error: get_run_logger().warning(f"{error}; downloading it again"))
+
+
+def verified_sha256(path: Path, expected_md5: str, warn=lambda error: None) -> str | None:
+    """`verify_idx` outside a flow (the plan): the content's SHA-256, or None when absent or not as published."""
     if not path.exists():
         return None
     try:
         return download_lib.verify_content(path.read_bytes(), path.name, expected_md5, str(path)).sha256
     except ValueError as error:
-        get_run_logger().warning(f"{error}; downloading it again")
+        warn(error)
         return None
 
 

@@ -8,12 +8,13 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from mnist_models import champions, nightly, outputs, retention, tables
 from mnist_models import evaluation as evaluation_lib
-from mnist_models import nightly, outputs, replicates, tables
-from mnist_models.evaluation import correct_vector, representative_runs, sweep_runs
+from mnist_models.evaluation import correct_vector
 from mnist_models.isolation import run_isolated
 from mnist_models.layout import ArtifactsLayout, RunFolder
 from mnist_models.records import ChampionDecision, PreparedData
+from mnist_models.table_builders import representative_runs, sweep_runs
 from tasks.evaluation import prediction_stamp
 
 # The history table's gate columns, as the outputs registry declares them.
@@ -28,7 +29,7 @@ def gate_champions(layout: ArtifactsLayout, data: PreparedData, date: str, flow_
     logger = get_run_logger()
     night = dt.date.fromisoformat(date)
     summary = pd.read_parquet(layout.table("summary")["parquet"])
-    nightly.record_night(layout.nights_dir, night, flow_run_id, summary["run_id"])  # before anything can fail
+    retention.record_night(layout.nights_dir, night, flow_run_id, summary["run_id"])  # before anything can fail
     path = layout.table("history")["parquet"]
     existing = pd.read_parquet(path) if path.exists() else None
     rows = nightly.history_rows(sweep_runs(summary), night, flow_run_id)
@@ -41,7 +42,7 @@ def gate_champions(layout: ArtifactsLayout, data: PreparedData, date: str, flow_
         rows.loc[rows["run_id"] == run_id, GATE_COLUMNS] = [_gate_cell(decision, column) for column in GATE_COLUMNS]
         decisions.append(decision)
     _write_history(layout, nightly.append_history(existing, rows.astype(_GATE_TYPES)))
-    tables.write_table(nightly.promotions_table(layout.champions_dir), layout.tables_dir, "promotions")
+    tables.write_table(champions.promotions_table(layout.champions_dir), layout.tables_dir, "promotions")
     create_markdown_artifact(key="nightly-gate", description="Tonight's champion decisions",
                              markdown="\n".join(f"- {decision.message}" for decision in decisions))
     return decisions
@@ -60,27 +61,27 @@ def _decide(layout: ArtifactsLayout, data: PreparedData, run: pd.Series, run_id:
     """The gate's decision on one model's run tonight; a promotion is made before this returns."""
     model, folder = str(run["model"]), layout.run(run_id)
     past = nightly.past_accuracies(existing, model, float(run["learning_rate"]), int(run["epochs"]), before=night)
-    champion = nightly.current_champion(layout.champions_dir, model)
+    champion = champions.current_champion(layout.champions_dir, model)
     if champion is None:
-        decision = replicates.gate(model, correct_vector(folder.predictions), None, past.tolist(), tolerance, alpha)
+        decision = nightly.gate(model, correct_vector(folder.predictions), None, past.tolist(), tolerance, alpha)
     else:
-        nightly.check_comparable(champion, data)
-        baseline = nightly.baseline_correct(layout.champions_dir, champion, data.test_hash,
+        champions.check_comparable(champion, data)
+        baseline = champions.baseline_correct(layout.champions_dir, champion, data.test_hash,
                                             _repredict(layout, data, champion))
         since = int((past.index > champion.date).sum())
-        decision = replicates.gate(model, correct_vector(folder.predictions), baseline, past.tolist(), tolerance,
+        decision = nightly.gate(model, correct_vector(folder.predictions), baseline, past.tolist(), tolerance,
                                    alpha, nights_since_champion=since)
     decision = decision.model_copy(update={"run_id": run_id,
                                            "champion_version": champion.version if champion else None})
     if not decision.promoted:
         return decision
-    version = nightly.promote(layout.champions_dir, model, folder, accuracy=decision.new_accuracy,
+    version = champions.promote(layout.champions_dir, model, folder, accuracy=decision.new_accuracy,
                               dataset=data.dataset, test_hash=data.test_hash, date=night,
-                              reason=_reason(decision), flow_run_id=flow_run_id)
+                              reason=nightly.promotion_reason(decision), flow_run_id=flow_run_id)
     return decision.model_copy(update={"message": f"{decision.message}; promoted as {version.label}"})
 
 
-def _repredict(layout: ArtifactsLayout, data: PreparedData, champion: nightly.ChampionVersion):
+def _repredict(layout: ArtifactsLayout, data: PreparedData, champion: champions.ChampionVersion):
     """Predict the test split again from a champion version's own model, in a child process (TensorFlow)."""
     def predict(folder: RunFolder) -> None:
         get_run_logger().info(f"{champion.model}: champion {champion.label}'s predictions are missing or stale; "
@@ -90,19 +91,12 @@ def _repredict(layout: ArtifactsLayout, data: PreparedData, champion: nightly.Ch
     return predict
 
 
-def _reason(decision: ChampionDecision) -> str:
-    if decision.champion_accuracy is None:
-        return "first champion"
-    return (f"significantly better: {decision.difference * 100:+.2f} points, McNemar p={decision.p_value:.2g}; the "
-            f"champion's {decision.champion_accuracy:.4f} is below the {decision.champion_bound:.4f} that the nights "
-            "since it predict")
-
-
 def _write_history(layout: ArtifactsLayout, history: pd.DataFrame) -> None:
-    from mnist_models import plots
+    from mnist_models.plots.history import plot_history
+    from mnist_models.plots.saving import save_figure
 
     tables.write_table(history, layout.tables_dir, "history")
-    plots.save_figure(plots.plot_history(history), layout.figure("history"))
+    save_figure(plot_history(history), layout.figure("history"))
     get_run_logger().info(f"history now holds {len(history)} rows over {history['date'].nunique()} night(s)")
 
 
@@ -112,8 +106,8 @@ def prune_old_runs(layout: ArtifactsLayout, keep_nights: int, planned: list[str]
     date) and no current plan uses; only folders with a valid manifest are ever deleted."""
     path = layout.table("history")["parquet"]
     history = pd.read_parquet(path) if path.exists() else None
-    keep = (nightly.champion_run_ids(layout.champions_dir)
-            | nightly.kept_run_ids(nightly.read_nights(layout.nights_dir), keep_nights)
-            | nightly.recent_run_ids(history, keep_nights)  # nights from before the night records
+    keep = (champions.champion_run_ids(layout.champions_dir)
+            | retention.kept_run_ids(retention.read_nights(layout.nights_dir), keep_nights)
+            | retention.recent_run_ids(history, keep_nights)  # nights from before the night records
             | set(planned))
-    get_run_logger().info(nightly.prune_runs(layout.runs_dir, keep).describe())
+    get_run_logger().info(retention.prune_runs(layout.runs_dir, keep).describe())

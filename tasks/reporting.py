@@ -12,6 +12,7 @@ from mnist_models import outputs, tables
 from mnist_models.evaluation import StudyRuns
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.quiet import banners_filtered
+from mnist_models.report import inline_markdown_images
 
 
 @task
@@ -38,5 +39,7 @@ def publish_artifacts(layout: ArtifactsLayout, table_names: list[str]) -> None:
         records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
         create_table_artifact(key=name.replace("_", "-"), table=records, description=f"Study table `{name}`")
     if layout.report_markdown.exists():
-        create_markdown_artifact(key="study-report", markdown=layout.report_markdown.read_text(),
+        # The UI cannot open the report's folder: its figures travel inside the artifact, as data URIs.
+        markdown = inline_markdown_images(layout.report_markdown.read_text(), layout.report_dir)
+        create_markdown_artifact(key="study-report", markdown=markdown,
                                  description="The MNIST study, regenerated from this run")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from mnist_models import training as training_lib
+from mnist_models.planning import run_spec
+from mnist_models.provenance import key_change
+from mnist_models.runs import spec_key
 from mnist_models.isolation import run_isolated, worker_for
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import run_lock
@@ -31,6 +36,7 @@ def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayou
     with memory growth on.
     """
     logger = get_run_logger()
+    check_code_identity(specs[0])
     with run_lock(training_lib.checkpoints_of(layout.runs_dir, specs[0])):
         finished = {spec.run_id: training_lib.read_manifest(layout.run(spec.run_id)) for spec in specs}
         if resume and all(finished.values()):
@@ -49,3 +55,34 @@ def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayou
                 f"{specs[-1].run_id}: training {specs[0].model} at learning rate {specs[0].learning_rate:g} to "
                 f"epoch(s) {epochs} on {threads or 'all'} thread(s){'' if gpu is None else f' and GPU {gpu}'}, "
                 f"in process {pid}"))
+
+
+class CodeMismatchError(RuntimeError):
+    """This process would train with other code, libraries or numerics settings than the flow planned the run with."""
+
+
+def check_code_identity(spec: RunSpec) -> None:
+    """Refuse to train where the code on disk, the libraries or the numerics environment differ from the spec's.
+
+    The flow keys a run by the files on its own disk; a Dask worker started from another checkout or
+    environment would store results under a key its code did not have. The training process is started
+    afresh from this process's disk, so what this process reads is what would run.
+    """
+    here = run_spec(spec.model, spec.learning_rate, spec.epochs, spec.batch_size, spec.seed, spec.train_subset,
+                    spec.dataset, spec.data_hash)
+    if here.run_id != spec.run_id:
+        difference = key_change(spec_key(spec), spec_key(here)) or "run ids differ"
+        raise CodeMismatchError(
+            f"{_this_worker()} has other code than the flow planned {spec.run_id} with: {difference}; "
+            "start the worker from the flow's checkout and environment")
+
+
+def _this_worker() -> str:
+    """The Dask worker this task runs on (name and address), else this process and host."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        return f"Dask worker {worker.name!r} at {worker.address}"
+    except (ImportError, ValueError):
+        return f"process {os.getpid()} on {socket.gethostname()}"

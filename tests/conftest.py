@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parent
 # Every test gets one tier, by where it lives (first match; everything else is `unit`); a test elsewhere
 # that starts the Prefect test harness runs flows, so it is `flow` too.
 TIERS = {"flows/test_deployment.py": "deployment", "flows/test_service.py": "deployment",
-         "mnist_models/test_report_browser.py": "browser", "flows/": "flow"}
+         "flows/test_ui.py": "deployment", "mnist_models/test_report_browser.py": "browser", "flows/": "flow"}
 # The library's and the tasks' training entry points: a test reaching one, even in a script it runs, trains.
 TRAINERS = frozenset({"train_run", "train_lineage", "train_model"})
 CALL = re.compile(r"\b(" + "|".join(sorted(TRAINERS)) + r")(?:\.fn)?\(")  # a call in a script, not a word in prose

@@ -40,6 +40,16 @@ def test_a_flow_s_help_has_a_flag_for_every_configuration_field(script, config):
     assert missing == [], f"{script} --help lists no flag for {missing}"
 
 
+def test_the_study_s_help_states_each_profile_s_default():
+    shown = " ".join(help_of("flows/full_study.py").split())
+    assert "--epochs EPOCHS epochs per sweep run (1 to 1000) (default: 10; quick: 1)" in shown
+    assert "(default: 0.1,0.01,0.001,0.0001; quick: 0.01,0.001)" in shown
+    assert ("--train-subset TRAIN_SUBSET train on a stratified subset of this many images "
+            "(default: all; quick: 2000)") in shown
+    assert "(default: 20; quick: 2)" in shown and "(default: none; replicated: 3)" in shown
+    assert "--batch-size BATCH_SIZE training batch size (1 to 60000) (default: 32)" in shown
+
+
 def test_the_data_flow_offers_no_training_options():
     shown = help_of("flows/prepare_data.py")
     assert not any(lists(flag, shown) for flag in ("--epochs", "--models", "--learning-rates", "--profile"))

@@ -7,10 +7,7 @@ file, only its own entry of ARCHITECTURES (planning.run_spec): adding a model re
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
-from pathlib import Path
 
 # model name -> (module, builder function); a dict literal, so that a run's key can keep its entry alone
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -27,20 +24,6 @@ def check_model_name(name: str) -> str:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(MODEL_NAMES)}")
     return name
-
-
-def builder_source_path(name: str) -> Path:
-    """Return the source file that defines model `name`'s builder, without importing it."""
-    module_name, _ = ARCHITECTURES[check_model_name(name)]
-    spec = importlib.util.find_spec(module_name)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"source of model {name!r} ({module_name}) not found")
-    return Path(spec.origin)
-
-
-def builder_code_hash(name: str) -> str:
-    """SHA-256 of the source of model `name`'s module: editing it invalidates that model's runs only."""
-    return hashlib.sha256(builder_source_path(name).read_bytes()).hexdigest()
 
 
 def build_model(name: str, input_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10):

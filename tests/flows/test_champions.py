@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnist_models import nightly
+from mnist_models import champions
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
-from tests.mnist_models.test_nightly import MNIST, trained_run
+from tests.mnist_models.test_champions import MNIST, trained_run
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -30,8 +30,8 @@ def nightly_root(tmp_path) -> Path:
     for day, (model, run_id, accuracy) in enumerate((("dnn", "dnn-1", 0.96), ("dnn", "dnn-2", 0.97),
                                                      ("dnn", "dnn-3", 0.98), ("convnet", "convnet-1", 0.99)), 20):
         folder = trained_run(tmp_path, run_id, np.arange(100) % (day - 17) != 0)
-        nightly.promote(layout.champions_dir, model, folder, accuracy=accuracy, dataset="mnist",
-                        test_hash=MNIST.test_hash, date=dt.date(2026, 11, day), reason=f"night {day}")
+        champions.promote(layout.champions_dir, model, folder, accuracy=accuracy, dataset="mnist",
+                          test_hash=MNIST.test_hash, date=dt.date(2026, 11, day), reason=f"night {day}")
     return layout.root
 
 
@@ -53,7 +53,7 @@ def test_rollback_restores_the_previous_champion_and_records_it(nightly_root):
     assert rolled.returncode == 0, rolled.stderr
     assert rolled.stdout.strip() == ("dnn: champion is now v0004, the model of v0002 (accuracy 0.9700, run dnn-2); "
                                      "it was v0003")
-    champion = nightly.current_champion(nightly_root / "models" / "champion", "dnn")
+    champion = champions.current_champion(nightly_root / "models" / "champion", "dnn")
     assert (champion.run_id, champion.source_version) == ("dnn-2", 2)
     promotions = pd.read_parquet(nightly_root / "tables" / "promotions.parquet")
     assert promotions.iloc[-1][["model", "version", "old_accuracy", "new_accuracy", "reason"]].tolist() == [
@@ -75,11 +75,11 @@ def test_rollback_restores_the_previous_champion_and_records_it(nightly_root):
     (["rollback"], "the following arguments are required: --model"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(nightly_root, arguments, message):
-    before = nightly.promotions_table(nightly_root / "models" / "champion")
+    before = champions.promotions_table(nightly_root / "models" / "champion")
     completed = champions_command(*arguments[:1], "--artifacts-dir", str(nightly_root), *arguments[1:])
     assert completed.returncode != 0 and message in completed.stderr, completed.stderr
     assert "Traceback" not in completed.stderr
-    assert nightly.promotions_table(nightly_root / "models" / "champion").equals(before)
+    assert champions.promotions_table(nightly_root / "models" / "champion").equals(before)
 
 
 def test_a_directory_without_champions_is_named(tmp_path):
@@ -92,4 +92,4 @@ def test_rollback_waits_for_no_running_nightly(nightly_root):
     with artifacts_lock(nightly_root):  # a nightly run holds the directory
         completed = champions_command("rollback", "--artifacts-dir", str(nightly_root), "--model", "dnn")
     assert completed.returncode == 1 and "is in use by" in completed.stderr, completed.stderr
-    assert nightly.current_champion(nightly_root / "models" / "champion", "dnn").version == 3
+    assert champions.current_champion(nightly_root / "models" / "champion", "dnn").version == 3

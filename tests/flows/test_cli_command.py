@@ -15,7 +15,15 @@ def _command(*arguments: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_subcommand():
     completed = _command("--help")
     assert completed.returncode == 0
-    assert all(name in completed.stdout for name in ("study", "data", "champions"))
+    assert all(name in completed.stdout for name in ("study", "data", "champions", "plan", "export"))
+
+
+def test_plan_prints_the_decisions_and_writes_nothing(tmp_path):
+    artifacts = tmp_path / "never-written"
+    completed = _command("plan", "--profile", "quick", "--artifacts-dir", str(artifacts))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "data mnist/raw/train-images-idx3-ubyte.gz: recomputed (missing or failed verification)" in completed.stdout
+    assert "train: 0 reused, 8 to compute" in completed.stdout and not artifacts.exists()
 
 
 def test_each_subcommand_has_its_script_s_options():
@@ -29,7 +37,8 @@ def test_each_subcommand_has_its_script_s_options():
 
 def test_an_unknown_subcommand_or_bad_option_is_one_clear_error():
     unknown = _command("train")
-    assert unknown.returncode == 2 and "unknown subcommand 'train'; expected one of: study, data, champions" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "unknown subcommand 'train'; expected one of: study, data, champions, plan, export" in unknown.stderr
     bad = _command("study", "--epochs", "0", "--artifacts-dir", "/tmp/never-written-by-this-test")
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: invalid epochs")
     assert not Path("/tmp/never-written-by-this-test/runs").exists()

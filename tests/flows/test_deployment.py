@@ -59,9 +59,10 @@ def test_deploy_all_creates_the_three_deployments(deployed):
     assert deployments["full-study"].parameters == {"config": {"profile": "full"}}
     assert deployments["quick-check"].parameters == {"config": {"profile": "quick", "artifacts_dir": "artifacts-quick"}}
     assert deployments["nightly-retrain"].parameters == {"config": {"profile": "full", "nightly": True}}
-    # The UI's form: every configuration field with its default and description.
+    # The UI's form: every configuration field with its default and description; a field that the profile sets
+    # has none (the form submits every default it shows), and its description states each profile's value.
     fields = deployments["full-study"].parameter_openapi_schema["definitions"]["StudyConfig"]["properties"]
-    assert fields["epochs"]["default"] == 10 and "epochs per sweep run" in fields["epochs"]["description"]
+    assert fields["epochs"]["default"] is None and "(default: 10; quick: 1)" in fields["epochs"]["description"]
     assert fields["regression_tolerance"]["default"] == 0.005
 
     assert deployments["full-study"].schedules == []

@@ -111,6 +111,32 @@ def test_rerun_reuses_every_stage_and_rewrites_nothing(first):
     assert {"train", "evaluate", "tables", "figures", "report", "data"} == set(decisions(artifacts)["stage"])
 
 
+def test_the_plan_names_the_decisions_the_run_then_makes_and_writes_nothing(first):
+    from flows.full_study import plan_study
+
+    artifacts, _ = first
+    (artifacts / "report" / "report.md").unlink()
+    files = {path: path.stat().st_mtime_ns for path in artifacts.rglob("*")}
+    planned = plan_study(StudyConfig(artifacts_dir=artifacts, **TINY))
+    assert {path: path.stat().st_mtime_ns for path in artifacts.rglob("*")} == files
+    assert [(d.stage, d.action, d.reason) for d in planned if d.action == "recomputed"] == [
+        ("report", "recomputed", "outputs missing (report/report.md)")]
+    assert study(artifacts).is_completed()
+    made = decisions(artifacts)
+    assert [tuple(row) for row in made[["stage", "item", "action", "reason"]].values] == [
+        (d.stage, d.item, d.action, d.reason) for d in planned]
+
+
+def test_the_plan_on_the_command_line_counts_every_stage_of_the_full_profile(first):
+    artifacts, _ = first
+    completed = subprocess.run([sys.executable, str(REPOSITORY / "flows" / "full_study.py"), "--plan",
+                                "--artifacts-dir", str(artifacts)], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "train: 0 reused, 14 to compute, evaluate: 0 reused, 14 to compute" in completed.stdout
+    assert "data mnist/train.parquet: reused (inputs, code and outputs unchanged)" in completed.stdout
+    assert "tables study: recomputed (upstream recomputed (evaluate, train))" in completed.stdout
+
+
 def test_no_file_under_the_artifacts_directory_is_a_pickle(first):
     artifacts, _ = first
     pickles = [path for path in artifacts.rglob("*") if path.is_file() and path.read_bytes()[:1] == b"\x80"
@@ -329,7 +355,10 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
     changed = recomputed(artifacts)
     planned = pd.read_parquet(artifacts / "tables" / "summary.parquet")["run_id"].tolist()
     assert sorted(key for key in changed if key.startswith("evaluate ")) == sorted(f"evaluate {run}" for run in planned)
-    assert set(changed.values()) == {"code changed (mnist_models/prediction.py)"}  # and stages importing it
+    assert {changed[key] for key in changed if key.startswith("evaluate ")} == {
+        "code changed (mnist_models/prediction.py)"}
+    assert {reason for key, reason in changed.items() if not key.startswith("evaluate ")} <= {
+        "code changed (mnist_models/prediction.py)", "upstream recomputed (evaluate)"}
     output = completed.stdout + completed.stderr
     assert output.count("(predicted from model.keras)") == len(planned) == 2 and "kept by training" not in output
 

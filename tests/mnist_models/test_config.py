@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from flows._runtime import config_parser, preflight
-from mnist_models.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_KEEP_NIGHTS, MAX_SEEDS, MAX_WORKERS, StudyConfig
+from flows._runtime import checked_config, config_parser, preflight
+from mnist_models import planning
+from mnist_models.config import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_KEEP_NIGHTS, MAX_SEEDS, MAX_WORKERS, PROFILE_FIELDS,
+                                 StudyConfig, profile_defaults)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -34,6 +36,52 @@ def test_quick_profile_shrinks_the_same_object():
 def test_overrides_apply_and_none_keeps_the_profile_value():
     config = StudyConfig.for_profile("quick", models=["dnn"], epochs=None, seed=7)
     assert config.models == ("dnn",) and config.epochs == 1 and config.seed == 7
+
+
+def _form_values(**given: object) -> dict:
+    """What the Prefect UI's run form submits for the configuration: the given values, every other field at its
+    schema default."""
+    fields = StudyConfig.model_json_schema()["properties"]
+    return {**{name: field.get("default") for name, field in fields.items()}, **given}
+
+
+def test_the_schema_leaves_every_field_a_profile_sets_to_the_profile():
+    fields = StudyConfig.model_json_schema()["properties"]
+    assert PROFILE_FIELDS >= {"learning_rates", "epochs", "gradient_epochs", "train_subset", "replicates"}
+    for name in PROFILE_FIELDS:
+        assert fields[name]["default"] is None, name
+        assert {"type": "null"} in fields[name]["anyOf"], name  # the form can send "unset"
+    assert fields["epochs"]["description"].endswith("(1 to 1000) (default: 10; quick: 1)")
+    assert "(default: 0.1,0.01,0.001,0.0001; quick: 0.01,0.001)" in fields["learning_rates"]["description"]
+    assert "(default: none; replicated: 3)" in fields["replicates"]["description"]
+    assert "(default: all; quick: 2000)" in fields["train_subset"]["description"]
+    assert profile_defaults("gradient_epochs") == {"full": 20, "quick": 2, "replicated": 20}
+
+
+@pytest.mark.parametrize("profile", ["full", "quick", "replicated"])
+def test_a_form_submitted_untouched_or_with_only_the_profile_changed_runs_that_profile(profile):
+    submitted = StudyConfig.validated(**_form_values(profile=profile, artifacts_dir="artifacts-quick"))
+
+    assert submitted == StudyConfig.for_profile(profile, artifacts_dir="artifacts-quick")
+    planned = planning.plan_runs(submitted, data_hash="0" * 64)
+    assert [run.run_id for run in planned] == [
+        run.run_id for run in planning.plan_runs(StudyConfig.for_profile(profile), data_hash="0" * 64)]
+
+
+def test_the_quick_form_plans_the_quick_grid():
+    planned = planning.plan_runs(StudyConfig.validated(**_form_values(profile="quick")), data_hash="0" * 64)
+
+    assert len(planned) == 3 * 2 + 2  # 3 models x 2 learning rates, and the gradient pair
+    assert {run.spec.epochs for run in planned} == {1, 2} and {run.spec.train_subset for run in planned} == {2000}
+
+
+def test_a_configuration_built_without_validation_is_validated_by_the_flow(tmp_path, mnist_mirror):
+    # What a flow receives as its signature's default or from a caller: checked_config validates it again.
+    unchecked = StudyConfig.model_construct(profile="quick", artifacts_dir=tmp_path / "artifacts", workers=1)
+
+    config = checked_config(unchecked)
+
+    assert config == StudyConfig.for_profile("quick", artifacts_dir=tmp_path / "artifacts", workers=1)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from mnist_models.data import (
 )
 from mnist_models.datasets import DATASETS
 from mnist_models.idx import gunzip, parse_idx
-from mnist_models.tables import read_table, to_markdown, write_table
+from mnist_models.tables import to_markdown, write_table
 
 # ../shared/datasets/README.md
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -360,7 +360,6 @@ def test_write_table_writes_parquet_csv_and_markdown(tmp_path):
     assert {fmt: path.name for fmt, path in paths.items()} == {
         "parquet": "results.parquet", "csv": "results.csv", "md": "results.md"}
     pd.testing.assert_frame_equal(pd.read_parquet(paths["parquet"]), table)
-    pd.testing.assert_frame_equal(read_table(tmp_path / "tables", "results"), table)
     pd.testing.assert_frame_equal(pd.read_csv(paths["csv"]), table)
     assert paths["md"].read_text().splitlines() == [
         "| model | accuracy |",
@@ -383,8 +382,3 @@ def test_to_markdown_of_facts_has_one_row_per_fact(mnist):
     assert lines[0] == "| fact | train | test | total |"
     assert len(lines) == 2 + len(facts)
     assert "| images | 50 | 10 | 60 |" in lines
-
-
-def test_read_table_of_missing_table_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="table 'dataset_facts' not found"):
-        read_table(tmp_path, "dataset_facts")

@@ -30,14 +30,14 @@ from mnist_models.datasets import DATASETS
 from mnist_models.download import (
     ChecksumError,
     MirrorsExhaustedError,
+    DownloadedFile,
     download_verified,
-    fetch_verified,
     normalize_mirror,
     redact_url,
     verify_content,
 )
 from mnist_models.idx import MAX_UNCOMPRESSED_BYTES
-from tests.mnist_models.test_io import run_with_file_size_limit
+from tests.mnist_models.test_atomic_files import run_with_file_size_limit
 
 LABELS = "t10k-labels-idx1-ubyte.gz"
 LABELS_MD5 = "27ae3e4e09519cfbb04c329615203637"  # from ../shared/datasets/README.md
@@ -56,6 +56,14 @@ def corrupted_labels(good_labels) -> bytes:
     content = bytearray(gzip.decompress(good_labels))
     content[8] = (content[8] + 1) % 10
     return gzip.compress(bytes(content))
+
+
+@pytest.fixture
+def fetch(tmp_path) -> Callable[..., DownloadedFile]:
+    """download_verified into a file of its own under tmp_path (never a mirror's folder)."""
+    def fetch(filename: str, expected_md5: str, mirrors: list[str], **options) -> DownloadedFile:
+        return download_verified(filename, expected_md5, mirrors, tmp_path / "downloaded" / filename, **options)
+    return fetch
 
 
 def _send(handler: BaseHTTPRequestHandler, body: bytes, length: int | None = None) -> None:
@@ -209,9 +217,9 @@ def test_unsupported_scheme_is_rejected(mirror):
         normalize_mirror(mirror)
 
 
-def test_unsupported_scheme_is_rejected_before_any_download():
+def test_unsupported_scheme_is_rejected_before_any_download(fetch):
     with pytest.raises(ValueError, match="unsupported scheme 'ftp'"):
-        fetch_verified(LABELS, LABELS_MD5, ["ftp://x/"], attempts=1, backoff_seconds=0)
+        fetch(LABELS, LABELS_MD5, ["ftp://x/"], attempts=1, backoff_seconds=0)
 
 
 @pytest.mark.parametrize("mirror", ["", "   "])
@@ -253,67 +261,67 @@ def test_missing_directory_is_rejected(tmp_path):
         normalize_mirror(str(tmp_path / "absent"))
 
 
-def test_no_mirrors_is_rejected():
+def test_no_mirrors_is_rejected(fetch):
     with pytest.raises(ValueError, match=f"no mirror given for {LABELS}"):
-        fetch_verified(LABELS, LABELS_MD5, [])
+        fetch(LABELS, LABELS_MD5, [])
 
 
-# --------------------------------------------------------------------------- fetch_verified
+# --------------------------------------------------------------------------- download_verified
 
 
-def test_local_directory_mirror(mnist_dir, good_labels):
-    verified = fetch_verified(LABELS, LABELS_MD5, [str(mnist_dir)], attempts=1, backoff_seconds=0)
+def test_local_directory_mirror(fetch, mnist_dir, good_labels):
+    verified = fetch(LABELS, LABELS_MD5, [str(mnist_dir)], attempts=1, backoff_seconds=0)
 
     assert verified.source == mnist_dir.resolve().as_uri() + "/" + LABELS
     assert verified.md5 == LABELS_MD5
-    assert verified.compressed == good_labels
+    assert verified.path.read_bytes() == good_labels
 
 
-def test_file_url_mirror(mnist_dir, good_labels):
-    verified = fetch_verified(LABELS, LABELS_MD5, [mnist_dir.as_uri()], attempts=1, backoff_seconds=0)
+def test_file_url_mirror(fetch, mnist_dir, good_labels):
+    verified = fetch(LABELS, LABELS_MD5, [mnist_dir.as_uri()], attempts=1, backoff_seconds=0)
 
     assert verified.source.startswith("file://") and verified.source.endswith(LABELS)
-    assert verified.compressed == good_labels
+    assert verified.path.read_bytes() == good_labels
 
 
-def test_directory_with_spaces_in_its_name(tmp_path, good_labels):
+def test_directory_with_spaces_in_its_name(fetch, tmp_path, good_labels):
     mirror = tmp_path / "my mirror"
     mirror.mkdir()
     (mirror / LABELS).write_bytes(good_labels)
 
-    assert fetch_verified(LABELS, LABELS_MD5, [str(mirror)], attempts=1).md5 == LABELS_MD5
+    assert fetch(LABELS, LABELS_MD5, [str(mirror)], attempts=1).md5 == LABELS_MD5
 
 
-def test_recompressed_copy_in_a_mirror_is_accepted(tmp_path, good_labels):
+def test_recompressed_copy_in_a_mirror_is_accepted(fetch, tmp_path, good_labels):
     (tmp_path / LABELS).write_bytes(gzip.compress(gzip.decompress(good_labels), compresslevel=9, mtime=1))
 
-    assert fetch_verified(LABELS, LABELS_MD5, [str(tmp_path)], attempts=1).md5 == LABELS_MD5
+    assert fetch(LABELS, LABELS_MD5, [str(tmp_path)], attempts=1).md5 == LABELS_MD5
 
 
-def test_corrupted_first_mirror_falls_through_to_the_second(good_labels, corrupted_labels):
+def test_corrupted_first_mirror_falls_through_to_the_second(fetch, good_labels, corrupted_labels):
     routes = {f"/bad/{LABELS}": corrupted_labels, f"/good/{LABELS}": good_labels}
     messages: list[str] = []
     with _serve(routes) as (base, requested):
-        verified = fetch_verified(
+        verified = fetch(
             LABELS, LABELS_MD5, [f"{base}/bad/", f"{base}/good/"], backoff_seconds=0, log=messages.append
         )
 
     assert verified.source == f"{base}/good/{LABELS}"
     assert verified.md5 == LABELS_MD5
-    assert verified.compressed == good_labels
+    assert verified.path.read_bytes() == good_labels
     # Bad content is not retried: one request to each mirror.
     assert requested == [f"/bad/{LABELS}", f"/good/{LABELS}"]
     assert any(f"rejected {base}/bad/{LABELS}" in message and "checksum mismatch" in message for message in messages)
 
 
-def test_missing_file_on_first_server_falls_through_to_second_server(good_labels):
+def test_missing_file_on_first_server_falls_through_to_second_server(fetch, good_labels):
     with _serve({}) as (empty, _), _serve({f"/mnist/{LABELS}": good_labels}) as (full, _):
-        verified = fetch_verified(LABELS, LABELS_MD5, [empty, f"{full}/mnist"], backoff_seconds=0)
+        verified = fetch(LABELS, LABELS_MD5, [empty, f"{full}/mnist"], backoff_seconds=0)
 
     assert verified.source == f"{full}/mnist/{LABELS}"
 
 
-def test_transient_server_error_is_retried_on_the_same_mirror(good_labels):
+def test_transient_server_error_is_retried_on_the_same_mirror(fetch, good_labels):
     responses = iter([503, good_labels])
 
     class Flaky(dict):
@@ -321,18 +329,18 @@ def test_transient_server_error_is_retried_on_the_same_mirror(good_labels):
             return next(responses)
 
     with _serve(Flaky()) as (base, requested):
-        verified = fetch_verified(LABELS, LABELS_MD5, [base], attempts=2, backoff_seconds=0)
+        verified = fetch(LABELS, LABELS_MD5, [base], attempts=2, backoff_seconds=0)
 
     assert verified.md5 == LABELS_MD5
     assert requested == [f"/{LABELS}", f"/{LABELS}"]
 
 
-def test_all_mirrors_failing_lists_every_url_tried(corrupted_labels):
+def test_all_mirrors_failing_lists_every_url_tried(fetch, corrupted_labels):
     port = _closed_port()
     unreachable = [f"http://127.0.0.1:{port}/first/", f"http://127.0.0.1:{port}/second/"]
     with _serve({f"/{LABELS}": corrupted_labels}) as (bad, _):
         with pytest.raises(MirrorsExhaustedError) as caught:
-            fetch_verified(LABELS, LABELS_MD5, [*unreachable, bad], attempts=2, backoff_seconds=0, timeout=5)
+            fetch(LABELS, LABELS_MD5, [*unreachable, bad], attempts=2, backoff_seconds=0, timeout=5)
 
     message = str(caught.value)
     assert message.startswith(f"could not get a verified {LABELS} from any mirror; tried:")
@@ -341,12 +349,12 @@ def test_all_mirrors_failing_lists_every_url_tried(corrupted_labels):
     assert f"{bad}/{LABELS}: checksum mismatch" in message
 
 
-def test_all_mirrors_unreachable(tmp_path):
+def test_all_mirrors_unreachable(fetch, tmp_path):
     port = _closed_port()
     mirrors = [f"http://127.0.0.1:{port}/a/", f"http://127.0.0.1:{port}/b", str(tmp_path)]
 
     with pytest.raises(MirrorsExhaustedError) as caught:
-        fetch_verified(LABELS, LABELS_MD5, mirrors, attempts=3, backoff_seconds=0, timeout=5)
+        fetch(LABELS, LABELS_MD5, mirrors, attempts=3, backoff_seconds=0, timeout=5)
 
     lines = str(caught.value).splitlines()[1:]
     assert [line.strip().split(": ")[0] for line in lines] == [
@@ -370,18 +378,18 @@ def _requiring_login(body: bytes, user: str, password: str) -> Callable[[BaseHTT
     return answer
 
 
-def test_credentials_in_a_mirror_url_log_in_and_never_appear_in_logs(good_labels):
+def test_credentials_in_a_mirror_url_log_in_and_never_appear_in_logs(fetch, good_labels):
     messages: list[str] = []
     with _serve({f"/{LABELS}": _requiring_login(good_labels, "reader", "s3cret-pass")}) as (base, _):
         with_login = base.replace("http://", "http://reader:s3cret-pass@")
-        verified = fetch_verified(LABELS, LABELS_MD5, [with_login], attempts=1, log=messages.append)
+        verified = fetch(LABELS, LABELS_MD5, [with_login], attempts=1, log=messages.append)
 
     assert verified.md5 == LABELS_MD5
     assert verified.source == f"{base}/{LABELS}"
     assert messages == [f"{LABELS}: verified from {base}/{LABELS} ({len(good_labels):,} bytes)"]
 
 
-def test_a_failing_mirror_with_credentials_is_reported_without_them(corrupted_labels):
+def test_a_failing_mirror_with_credentials_is_reported_without_them(fetch, corrupted_labels):
     messages: list[str] = []
     port = _closed_port()
     with _serve({f"/{LABELS}": _requiring_login(corrupted_labels, "reader", "s3cret-pass")}) as (base, _):
@@ -389,7 +397,7 @@ def test_a_failing_mirror_with_credentials_is_reported_without_them(corrupted_la
                    base.replace("http://", "http://reader:s3cret-pass@"),  # checksum mismatch
                    f"http://reader:s3cret-pass@127.0.0.1:{port}/"]  # refused
         with pytest.raises(MirrorsExhaustedError) as caught:
-            fetch_verified(LABELS, LABELS_MD5, mirrors, attempts=1, timeout=5, log=messages.append)
+            fetch(LABELS, LABELS_MD5, mirrors, attempts=1, timeout=5, log=messages.append)
 
     text = str(caught.value) + "\n".join(messages)
     assert "s3cret-pass" not in text and "wrong-pass" not in text and "reader" not in text
@@ -402,14 +410,14 @@ def test_a_failing_mirror_with_credentials_is_reported_without_them(corrupted_la
 
 
 @pytest.mark.parametrize("fault", ["closed", "reset", "stall"])
-def test_a_connection_cut_once_is_retried_on_the_same_mirror(good_labels, fault):
+def test_a_connection_cut_once_is_retried_on_the_same_mirror(fetch, good_labels, fault):
     messages: list[str] = []
     with _serve({f"/{LABELS}": _faulty_once(good_labels, fault)}) as (base, requested):
-        verified = fetch_verified(LABELS, LABELS_MD5, [base, "http://127.0.0.1:9/never-asked/"], attempts=3,
+        verified = fetch(LABELS, LABELS_MD5, [base, "http://127.0.0.1:9/never-asked/"], attempts=3,
                                   backoff_seconds=0, timeout=0.5, log=messages.append)
 
     assert verified.source == f"{base}/{LABELS}"
-    assert verified.compressed == good_labels
+    assert verified.path.read_bytes() == good_labels
     assert requested == [f"/{LABELS}", f"/{LABELS}"]
     (retry,) = [message for message in messages if "retry 2/3" in message]
     assert retry.startswith(f"{LABELS}: {base}/{LABELS} failed (")
@@ -422,12 +430,12 @@ def test_a_connection_cut_once_is_retried_on_the_same_mirror(good_labels, fault)
     assert expected_reason in retry
 
 
-def test_a_mirror_that_keeps_cutting_the_connection_is_left_for_the_next(good_labels):
+def test_a_mirror_that_keeps_cutting_the_connection_is_left_for_the_next(fetch, good_labels):
     def always_half(handler):
         _send(handler, good_labels[:100], length=len(good_labels))
 
     with _serve({f"/cut/{LABELS}": always_half, f"/good/{LABELS}": good_labels}) as (base, requested):
-        verified = fetch_verified(LABELS, LABELS_MD5, [f"{base}/cut/", f"{base}/good/"], attempts=2,
+        verified = fetch(LABELS, LABELS_MD5, [f"{base}/cut/", f"{base}/good/"], attempts=2,
                                   backoff_seconds=0)
 
     assert verified.source == f"{base}/good/{LABELS}"
@@ -435,13 +443,13 @@ def test_a_mirror_that_keeps_cutting_the_connection_is_left_for_the_next(good_la
 
 
 @pytest.mark.parametrize("announced", [True, False], ids=["content-length", "no-length"])
-def test_a_body_larger_than_the_limit_fails_without_a_retry(good_labels, announced):
+def test_a_body_larger_than_the_limit_fails_without_a_retry(fetch, good_labels, announced):
     def answer(handler):
         _send(handler, good_labels, length=None if announced else -1)
 
     with _serve({f"/{LABELS}": answer}) as (base, requested):
         with pytest.raises(MirrorsExhaustedError) as caught:
-            fetch_verified(LABELS, LABELS_MD5, [base], attempts=3, backoff_seconds=0, max_bytes=1000)
+            fetch(LABELS, LABELS_MD5, [base], attempts=3, backoff_seconds=0, max_bytes=1000)
 
     message = str(caught.value)
     assert f"{base}/{LABELS}: {LABELS} from {base}/{LABELS} is larger than the limit of 1,000 bytes" in message
@@ -512,7 +520,7 @@ def test_a_full_disk_stops_the_download_at_once_naming_the_destination(tmp_path,
     script = """
         import sys
         from mnist_models.download import download_verified
-        from mnist_models.io import DiskFullError
+        from mnist_models.atomic_files import DiskFullError
         try:
             download_verified(sys.argv[1], sys.argv[2], [sys.argv[3], sys.argv[3]], sys.argv[4], backoff_seconds=0)
         except DiskFullError as error:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from mnist_models.replicates import gate
+from mnist_models.nightly import gate
 
 IMAGES = 10_000
 BORDERLINE = 2_000

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mnist_models.io import host_tag
+from mnist_models.atomic_files import host_tag
 from mnist_models.locking import ArtifactsLockedError, RunLockTimeoutError, artifacts_lock, run_lock
 
 # A child that takes a lock, says so on stdout, and holds it until killed.
@@ -31,7 +31,7 @@ HOLD_LOCK = """
 TRAIN_ONCE = """
     import json, sys, time
     from pathlib import Path
-    from mnist_models.io import atomic_directory
+    from mnist_models.atomic_files import atomic_directory
     from mnist_models.locking import run_lock
     run_dir = Path(sys.argv[1]) / "run-a"
     started = time.time()

@@ -6,7 +6,7 @@ import pytest
 
 from mnist_models import data as data_lib
 from mnist_models import evaluation
-from mnist_models.io import file_sha256
+from mnist_models.hashing import file_sha256
 from mnist_models.layout import RunFolder
 from mnist_models.planning import run_spec
 from mnist_models.prediction import KeepPredictions, read_stamp

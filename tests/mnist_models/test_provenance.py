@@ -13,7 +13,7 @@ from mnist_models.provenance import (Decision, StageKey, StageRecord, StageStore
 
 def test_the_code_closure_follows_imports_transitively():
     training = code_closure("mnist_models.training")
-    assert {"mnist_models/training.py", "mnist_models/data.py", "mnist_models/io.py",
+    assert {"mnist_models/training.py", "mnist_models/data.py", "mnist_models/atomic_files.py",
             "mnist_models/__init__.py", "mnist_models/architectures/__init__.py"} <= set(training)
     assert "mnist_models/report.py" not in training and "mnist_models/architectures/dnn.py" not in training
     report = code_closure("tasks.report")

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 from mnist_models.records import (ChampionDecision, ClassMetrics, EvaluatedRun, FailedRun, PlannedRun, PreparedData,
-                                  RunOutcome, RunSpec, Scores, StudyResult, TrainedRun)
+                                  RunSpec, Scores, StudyResult, TrainedRun)
 
 SPEC = RunSpec(model="resnet", learning_rate=0.001, epochs=20, batch_size=32, seed=42, train_subset=None,
                dataset="mnist", data_hash="d" * 64, code_files={"mnist_models/training.py": "c" * 64},
@@ -26,7 +26,6 @@ RECORDS = [
     PreparedData(dataset="mnist", content_hash="h", train=Path("data/mnist/train.parquet"),
                  test=Path("data/mnist/test.parquet"), test_hash="t"),
     EVALUATED,
-    RunOutcome(run_id=SPEC.run_id, failure="killed"),
     FAILED,
     TrainedRun(spec=SPEC, parameters=1234, train_seconds=1.5, diverged_epoch=1),
     StudyResult(artifacts_dir=Path("/tmp/a"), planned=1, runs=(EVALUATED,), failures=(FAILED,),

@@ -1,5 +1,5 @@
 """Unit tests for mnist_models.replicates: across-seed statistics checked against scipy and statsmodels,
-model comparisons across seeds, the noise-aware nightly gate, and the report's findings across seeds."""
+model comparisons across seeds, and the report's findings across seeds."""
 
 from __future__ import annotations
 
@@ -8,25 +8,20 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 from statsmodels.stats.weightstats import DescrStatsW
 
-from mnist_models import evaluation
-from mnist_models.records import ChampionDecision
+from mnist_models import table_builders
 from mnist_models.replicates import (
     ACROSS_SEED_COLUMNS,
     COMPARISON_COLUMNS,
-    HISTORY_WINDOW,
     REPLICATES_COLUMNS,
     AcrossSeeds,
     across_seed_columns,
     across_seed_sweep,
     conclusions_across_seeds,
-    gate,
     paired_test,
-    prediction_bound,
     replicates_table,
     seed_comparisons,
     spread,
@@ -35,7 +30,8 @@ from mnist_models.replicates import (
 IMAGES = 1000
 
 
-def _pair(only_a: int, only_b: int, neither: int = 10, images: int = IMAGES) -> tuple[np.ndarray, np.ndarray]:
+def correctness_pair(only_a: int, only_b: int, neither: int = 10,
+                     images: int = IMAGES) -> tuple[np.ndarray, np.ndarray]:
     """Correctness of two runs on the same images with the given discordant counts."""
     both = images - only_a - only_b - neither
     a = np.array([True] * both + [True] * only_a + [False] * only_b + [False] * neither)
@@ -53,14 +49,14 @@ def _row(model: str, learning_rate: float, seed: int, accuracy: float, map_: flo
 
 
 def _summary(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=evaluation.SUMMARY_COLUMNS)
+    return pd.DataFrame(rows, columns=table_builders.SUMMARY_COLUMNS)
 
 
 def _paired_runs(learning_rate: float, discordant: dict[int, tuple[int, int]], models=("convnet", "dnn")):
     """Summary rows and correctness vectors of two models, one pair of runs per seed with (only_a, only_b) counts."""
     rows, correct = [], {}
     for seed, (only_a, only_b) in discordant.items():
-        vectors = _pair(only_a, only_b)
+        vectors = correctness_pair(only_a, only_b)
         for model, vector in zip(models, vectors):
             row = _row(model, learning_rate, seed, float(vector.mean()))
             rows.append(row)
@@ -118,13 +114,13 @@ def test_replicates_table_rejects_a_repeated_seed_and_a_missing_column() -> None
 
 def test_across_seed_columns_only_with_several_seeds() -> None:
     one_seed = _summary([_row("dnn", 0.001, 42, 0.95), _row("convnet", 0.001, 42, 0.98)])
-    table = evaluation.accuracy_at_lr_table(one_seed)
+    table = table_builders.accuracy_at_lr_table(one_seed)
     assert across_seed_columns(table, replicates_table(one_seed)) is table
 
     summary = _summary([_row(model, 0.001, seed, accuracy + seed / 1000)
                         for model, accuracy in (("dnn", 0.9), ("convnet", 0.93)) for seed in (1, 2, 3)])
     replicates = replicates_table(summary)
-    joined = across_seed_columns(evaluation.accuracy_at_lr_table(summary), replicates)
+    joined = across_seed_columns(table_builders.accuracy_at_lr_table(summary), replicates)
     assert len(joined) == 6 and set(ACROSS_SEED_COLUMNS) <= set(joined.columns)
     assert joined.loc[joined["model"] == "convnet", "accuracy_mean"].tolist() == pytest.approx([0.932] * 3)
     with pytest.raises(ValueError, match="learning_rate"):
@@ -136,14 +132,14 @@ def test_across_seed_sweep_shows_mean_and_interval_per_learning_rate() -> None:
             for model, accuracy in (("dnn", 0.9), ("convnet", 0.95)) for rate in (0.001, 0.01) for seed in (1, 2)]
     summary = _summary(rows)
     replicates = replicates_table(summary)
-    sweep = across_seed_sweep(evaluation.lr_sweep_table(summary), replicates)
+    sweep = across_seed_sweep(table_builders.lr_sweep_table(summary), replicates)
     assert list(sweep.columns) == ["model", "lr 0.01", "lr 0.01 std", "lr 0.01 low", "lr 0.01 high",
                                    "lr 0.001", "lr 0.001 std", "lr 0.001 low", "lr 0.001 high"]
     assert sweep["model"].tolist() == ["dnn", "convnet"]
     convnet = replicates[(replicates["model"] == "convnet") & (replicates["learning_rate"] == 0.01)].iloc[0]
     assert sweep.iloc[1]["lr 0.01"] == pytest.approx(convnet["accuracy_mean"])
     assert sweep.iloc[1]["lr 0.01 high"] == pytest.approx(convnet["accuracy_mean_high"])
-    one_seed = evaluation.lr_sweep_table(_summary(rows[::2]))
+    one_seed = table_builders.lr_sweep_table(_summary(rows[::2]))
     assert across_seed_sweep(one_seed, replicates_table(_summary(rows[::2]))) is one_seed
 
 
@@ -219,7 +215,7 @@ def test_seed_comparisons_pairs_per_rate_in_model_order_and_only_shared_seeds() 
     rows, correct = [], {}
     for rate in (0.001, 0.01):
         for seed in (1, 2, 3):
-            vectors = dict(zip(("dnn", "convnet"), _pair(5, 20))) | {"resnet": _pair(25, 0)[1]}
+            vectors = dict(zip(("dnn", "convnet"), correctness_pair(5, 20))) | {"resnet": correctness_pair(25, 0)[1]}
             for model, vector in vectors.items():
                 if (model, seed) != ("resnet", 3):
                     rows.append(_row(model, rate, seed, float(vector.mean())))
@@ -236,133 +232,6 @@ def test_seed_comparisons_pairs_per_rate_in_model_order_and_only_shared_seeds() 
 def test_seed_comparisons_of_an_empty_sweep_is_empty() -> None:
     table = seed_comparisons(_summary([_row("resnet_plain", 0.001, 1, 0.5, role="gradient")]), {})
     assert table.empty and list(table.columns) == list(COMPARISON_COLUMNS)
-
-
-# ---- the nightly gate -----------------------------------------------------------------------------------
-
-def test_prediction_bound_is_statsmodels_lower_prediction_limit_of_one_more_night() -> None:
-    nights = np.array([0.962, 0.958, 0.965, 0.960, 0.957, 0.963])
-    ols = sm.OLS(nights, np.ones((nights.size, 1))).fit()
-    reference = ols.get_prediction(np.ones((1, 1))).summary_frame(alpha=0.05)["obs_ci_lower"].iloc[0]
-    assert prediction_bound(nights) == pytest.approx(reference)
-    assert prediction_bound(nights[:2]) is None  # fewer than three nights: no interval
-
-
-def test_gate_fails_a_significant_drop_beyond_tolerance_with_few_nights() -> None:
-    tonight, champion = _pair(only_a=0, only_b=20)  # 2 points lower, all 20 disagreements go to the champion
-    decision = gate("dnn", tonight, champion, [], tolerance=0.005)
-    reference = statsmodels_mcnemar([[0, 0], [20, 0]], exact=True).pvalue
-    assert decision.p_value == pytest.approx(reference) and reference < 0.05
-    assert decision.difference == pytest.approx(-0.02)
-    assert (decision.only_new_correct, decision.only_champion_correct) == (0, 20)
-    assert decision.regressed and not decision.promoted and not decision.warning
-    assert decision.verdict == "regressed" and decision.interval_low is None
-    assert "REGRESSION: more than 0.50 points lower" in decision.message and "tolerance rule" in decision.message
-
-
-def test_gate_warns_on_the_same_drop_when_not_significant() -> None:
-    tonight, champion = _pair(only_a=90, only_b=110)  # 2 points lower too, but 200 images disagree both ways
-    decision = gate("dnn", tonight, champion, [], tolerance=0.005)
-    reference = statsmodels_mcnemar([[0, 90], [110, 0]], exact=False, correction=True).pvalue
-    assert decision.p_value == pytest.approx(reference) and reference >= 0.05
-    assert decision.warning and not decision.regressed and not decision.promoted
-    assert decision.verdict == "kept (drop within noise)"
-    assert "WARNING" in decision.message and "not significantly worse" in decision.message
-
-
-def test_gate_with_three_nights_fails_only_below_their_bound_and_significantly_worse() -> None:
-    tonight, champion = _pair(only_a=0, only_b=20)  # tonight 0.97, champion 0.99, a significant drop
-    steady = [0.99, 0.991, 0.989, 0.99]
-    decision = gate("dnn", tonight, champion, steady, tolerance=0.005)
-    assert decision.regressed and decision.interval_low == pytest.approx(prediction_bound(steady))
-    assert decision.nights == 4 and "below what the past nights predict" in decision.message
-    assert "fail when below the past nights' 95% prediction bound" in decision.rule
-    # The same drop on nights that move by two points with the seed is seed noise: the night passes.
-    noisy = [0.95, 0.99, 0.97, 0.99]
-    decision = gate("dnn", tonight, champion, noisy, tolerance=0.005)
-    assert not decision.regressed and decision.warning and decision.p_value < 0.05
-    assert "significantly worse than the champion, but within what the past nights predict" in decision.message
-
-
-def test_gate_below_the_nights_but_not_significantly_worse_passes_with_a_warning() -> None:
-    tonight, champion = _pair(only_a=90, only_b=110)  # tonight 0.88, champion 0.90, not significant
-    decision = gate("dnn", tonight, champion, [0.90, 0.901, 0.899, 0.90], tolerance=0.005)
-    assert tonight.mean() < decision.interval_low
-    assert decision.warning and not decision.regressed
-    assert "WARNING: below what the past nights predict, but not significantly worse" in decision.message
-
-
-def test_gate_only_the_last_history_window_counts() -> None:
-    tonight, champion = _pair(only_a=0, only_b=20)
-    history = [0.5] * 10 + [0.99, 0.991, 0.989, 0.99] * 10  # old nights far below: outside the window
-    decision = gate("dnn", tonight, champion, history, tolerance=0.005)
-    assert decision.nights == HISTORY_WINDOW and decision.regressed
-
-
-def test_gate_a_tie_keeps_the_champion() -> None:
-    decision = gate("dnn", *_pair(only_a=7, only_b=7), [0.95, 0.96], tolerance=0.005)
-    assert decision.difference == 0.0 and decision.p_value == 1.0
-    assert not decision.promoted and not decision.regressed and not decision.warning
-    assert decision.verdict == "kept" and "champion kept, not more accurate" in decision.message
-
-
-def test_gate_a_small_drop_within_tolerance_keeps_the_champion_without_warning() -> None:
-    decision = gate("dnn", *_pair(only_a=0, only_b=4), [], tolerance=0.005)
-    assert (decision.promoted, decision.regressed, decision.warning) == (False, False, False)
-
-
-CHAMPION_0_95 = _pair(40, 5)  # tonight 0.985, champion 0.95: significantly better
-
-
-@pytest.mark.parametrize(("since_champion", "nights", "promoted", "said"), [
-    (3, [0.97, 0.975, 0.972], True, "new champion, significantly better, and the champion 0.9500 is below the"),
-    (3, [0.95, 0.951, 0.949], False, "a lucky seed, not a better model"),
-    (2, [0.97, 0.975, 0.972], False, "2 night(s) since the champion are too few"),
-])
-def test_gate_promotes_a_significant_gain_only_over_a_champion_the_nights_since_it_outgrew(
-        since_champion: int, nights: list[float], promoted: bool, said: str) -> None:
-    decision = gate("dnn", *CHAMPION_0_95, nights, tolerance=0.005, nights_since_champion=since_champion)
-    assert decision.p_value < 0.05 and decision.difference > 0
-    assert decision.promoted == promoted and not decision.regressed and not decision.warning
-    assert said in decision.message
-    if since_champion >= 3:
-        assert decision.champion_bound == pytest.approx(prediction_bound(nights[-since_champion:]))
-
-
-def test_gate_never_promotes_a_gain_that_is_not_significant() -> None:
-    decision = gate("dnn", *_pair(3, 1), [0.9] * 5, tolerance=0.005, nights_since_champion=5)
-    assert not decision.promoted and decision.difference > 0 and decision.p_value >= 0.05
-    assert "champion kept, not significantly better" in decision.message
-
-
-def test_gate_first_champion_and_history() -> None:
-    tonight = _pair(0, 0, neither=30)[0]
-    history = [0.965, 0.972, 0.968]
-    decision = gate("convnet", tonight, None, history, tolerance=0.005)
-    assert decision.promoted and decision.champion_accuracy is None and decision.p_value is None
-    assert decision.verdict == "first champion"
-    assert decision.nights == 3 and decision.history_mean == pytest.approx(np.mean(history))
-    assert decision.history_std == pytest.approx(np.std(history, ddof=1))
-    assert decision.message.startswith("convnet: first champion, accuracy 0.9700; past 3 night(s) 0.9683 ± ")
-    assert ChampionDecision.from_json(decision.to_json()) == decision
-    one_night = gate("convnet", tonight, None, [0.96], tolerance=0.005)
-    assert (one_night.nights, one_night.history_std, one_night.interval_low) == (1, None, None)
-
-
-def test_gate_rejects_bad_input() -> None:
-    tonight, champion = _pair(1, 1)
-    with pytest.raises(ValueError, match="tolerance"):
-        gate("dnn", tonight, champion, [], tolerance=-0.1)
-    with pytest.raises(ValueError, match="alpha"):
-        gate("dnn", tonight, champion, [], tolerance=0.005, alpha=1.5)
-    with pytest.raises(ValueError, match="same test images"):
-        gate("dnn", tonight, champion[:-1], [], tolerance=0.005)
-    with pytest.raises(ValueError, match="boolean"):
-        gate("dnn", tonight.astype(int), champion, [], tolerance=0.005)
-    with pytest.raises(ValueError, match="history_accuracies"):
-        gate("dnn", tonight, champion, [0.9, float("nan")], tolerance=0.005)
-    with pytest.raises(ValueError, match="nights_since_champion must count some of the 2 past nights"):
-        gate("dnn", tonight, champion, [0.9, 0.91], tolerance=0.005, nights_since_champion=3)
 
 
 # ---- findings across seeds ------------------------------------------------------------------------------

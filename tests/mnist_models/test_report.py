@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -10,10 +11,13 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
-from mnist_models import evaluation, metrics, outputs, replicates
-from mnist_models.report import ReportContext, build_report_html, build_report_markdown, write_report
+from mnist_models import metrics, outputs, replicates, table_builders
+from mnist_models.report import (ReportContext, build_report_html, build_report_markdown, inline_markdown_images,
+                                 write_report)
+from mnist_models.study_reference import STUDY_TABLE_2_1
 
 MODELS = ("dnn", "convnet", "resnet")
 LEARNING_RATES = (0.1, 0.01, 0.001, 0.0001)
@@ -161,7 +165,7 @@ def synthetic_tables() -> dict[str, pd.DataFrame]:
     accuracy_at_lr = at_reference[
         ["model", "learning_rate", "epochs", "accuracy", "accuracy_low", "accuracy_high"]
     ].reset_index(drop=True)
-    accuracy_at_lr["study_accuracy"] = [evaluation.STUDY_TABLE_2_1[model] for model in accuracy_at_lr["model"]]
+    accuracy_at_lr["study_accuracy"] = [STUDY_TABLE_2_1[model] for model in accuracy_at_lr["model"]]
 
     lr_sweep = pd.DataFrame(
         [{"model": model, **{f"lr {rate:g}": sweep[model][rate] for rate in LEARNING_RATES}} for model in MODELS]
@@ -217,7 +221,7 @@ def _seed_correct(model: str, rate: float, seed: int) -> np.ndarray:
 def replicated_tables() -> dict[str, pd.DataFrame]:
     """synthetic_tables() with the sweep and the gradient experiment trained with SEEDS, and the tables that adds."""
     tables = synthetic_tables()
-    sweep = evaluation.sweep_runs(tables["summary"])
+    sweep = table_builders.sweep_runs(tables["summary"])
     runs, vectors = [], {}
     for seed in SEEDS:
         for row in sweep.to_dict(orient="records"):
@@ -242,8 +246,9 @@ def replicated_tables() -> dict[str, pd.DataFrame]:
     return {**tables, "summary": summary, "per_class_metrics": per_class, "gradient_norms": gradients,
             "significance": pd.concat(significance, ignore_index=True), "replicates": table_replicates,
             "seed_comparisons": replicates.seed_comparisons(summary, vectors),
-            "accuracy_at_lr": replicates.across_seed_columns(evaluation.accuracy_at_lr_table(summary), table_replicates),
-            "lr_sweep": replicates.across_seed_sweep(evaluation.lr_sweep_table(summary), table_replicates)}
+            "accuracy_at_lr": replicates.across_seed_columns(table_builders.accuracy_at_lr_table(summary),
+                                                             table_replicates),
+            "lr_sweep": replicates.across_seed_sweep(table_builders.lr_sweep_table(summary), table_replicates)}
 
 
 def history_table() -> pd.DataFrame:
@@ -565,6 +570,37 @@ def test_html_refuses_remote_and_missing_images(report_dir):
         build_report_html('<img src="x.png">', report_dir, "t")
 
 
+def test_the_markdown_for_the_prefect_ui_carries_every_figure_inline_and_smaller(tables, figures, report_dir):
+    # A real plot (antialiased lines over a colour map), where the 256-colour copy is what saves the bytes.
+    figure = Figure(figsize=(6, 4), dpi=100)
+    axes = figure.subplots()
+    axes.imshow(np.linspace(0, 1, 400).reshape(20, 20), cmap="viridis")
+    axes.plot(np.sin(np.linspace(0, 20, 200)) * 8 + 10, color="tab:orange")
+    figure.savefig(figures["first_25_images"])
+    text = build_report_markdown(_context(tables, figures), report_dir)
+
+    inlined = inline_markdown_images(text, report_dir)
+
+    sources = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", inlined)
+    assert len(sources) == len(FIGURE_NAMES)
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    without_images = re.compile(r"!\[[^\]]*\]\([^)]*\)")
+    assert without_images.sub("", inlined) == without_images.sub("", text)  # only the links changed
+    original = Image.open(figures["first_25_images"]).convert("RGB")
+    encoded = base64.b64decode(sources[0].split(",", 1)[1])
+    shown = Image.open(io.BytesIO(encoded)).convert("RGB")
+    assert shown.size == original.size
+    assert len(encoded) < 0.7 * figures["first_25_images"].stat().st_size
+    assert np.abs(np.asarray(shown, dtype=int) - np.asarray(original, dtype=int)).mean() < 2  # out of 255
+
+
+def test_the_markdown_for_the_prefect_ui_refuses_a_missing_figure_or_an_image_it_cannot_inline(report_dir):
+    with pytest.raises(FileNotFoundError, match="none.png.*does not exist"):
+        inline_markdown_images("![Figure 1: x](../figures/none.png)", report_dir)
+    with pytest.raises(ValueError, match=r"written other than as !\[caption\]\(path\)"):
+        inline_markdown_images("![Figure [1]: x](../figures/none.png)", report_dir)
+
+
 def test_write_report_writes_both_files_and_no_temporary_ones(tables, figures, report_dir):
     written = write_report(_context(tables, figures), report_dir)
     assert written == {"markdown": report_dir / "report.md", "html": report_dir / "report.html"}
@@ -679,7 +715,7 @@ def test_seed_figures_are_shown_when_drawn_and_left_out_silently_otherwise(repli
 def test_one_seed_renders_as_before_with_one_sentence_on_seeds(tables, figures, report_dir):
     before = build_report_markdown(_context(tables, figures), report_dir)
     vectors = {row.run_id: _seed_correct(row.model, row.learning_rate, 42)
-               for row in evaluation.sweep_runs(tables["summary"]).itertuples()}
+               for row in table_builders.sweep_runs(tables["summary"]).itertuples()}
     with_seed_tables = {**tables, "replicates": replicates.replicates_table(tables["summary"]),
                         "seed_comparisons": replicates.seed_comparisons(tables["summary"], vectors)}
     after = build_report_markdown(_context(with_seed_tables, figures), report_dir)

@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnist_models import evaluation, outputs, plots
+from mnist_models import outputs, table_builders
+from mnist_models.plots.accuracy_curves import plot_accuracy_curves
+from mnist_models.plots.gradients import plot_gradient_norms, plot_kernel_histograms
+from mnist_models.plots.images import plot_first_images
+from mnist_models.plots.lr_sweep import plot_lr_sweep_heatmap
+from mnist_models.plots.per_class import plot_confusion_matrix, plot_f1_per_class, plot_roc_curves
+from mnist_models.plots.saving import save_figure
 from mnist_models.report import ReportContext, write_report
 
 # tests/ has no __init__.py, so pytest puts it on sys.path: its helpers import by module name.
@@ -24,14 +30,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _render_figures(tables: dict[str, pd.DataFrame], directory: Path) -> dict[str, Path]:
-    """Every figure of the report, drawn by mnist_models.plots from synthetic data."""
+    """Every figure of the report, drawn by the mnist_models.plots families from synthetic data."""
     rng = np.random.default_rng(3)
     figures = {}
 
     def save(name, figure):
-        figures[name] = plots.save_figure(figure, directory / f"{name}.png")
+        figures[name] = save_figure(figure, directory / f"{name}.png")
 
-    save("first_25_images", plots.plot_first_images(rng.uniform(0, 1, (25, 28, 28)), rng.integers(0, 10, 25)))
+    save("first_25_images", plot_first_images(rng.uniform(0, 1, (25, 28, 28)), rng.integers(0, 10, 25)))
     gradients = tables["gradient_norms"]
     variants = {model: outputs.variant_label(model) for model in dict.fromkeys(gradients["model"])}
     histograms = {}
@@ -44,17 +50,17 @@ def _render_figures(tables: dict[str, pd.DataFrame], directory: Path) -> dict[st
             )
             weights = weights + rng.normal(0, 0.01, weights.shape)
         histograms[label] = pd.concat(frames, ignore_index=True)
-    save("kernel_histograms", plots.plot_kernel_histograms(histograms))
-    save("gradient_norms", plots.plot_gradient_norms(
+    save("kernel_histograms", plot_kernel_histograms(histograms))
+    save("gradient_norms", plot_gradient_norms(
         {label: gradients[gradients["model"] == model] for model, label in variants.items()}))
     epochs = np.arange(1, 11)
-    save("accuracy_curves", plots.plot_accuracy_curves({
+    save("accuracy_curves", plot_accuracy_curves({
         model: pd.DataFrame({"epoch": epochs, "accuracy": 0.9 + 0.009 * epochs, "val_accuracy": 0.89 + 0.009 * epochs})
         for model in MODELS
     }))
     summary = tables["summary"]
-    save("lr_sweep_heatmap", plots.plot_lr_sweep_heatmap(evaluation.sweep_runs(summary)))
-    representative = evaluation.representative_runs(summary)
+    save("lr_sweep_heatmap", plot_lr_sweep_heatmap(table_builders.sweep_runs(summary)))
+    representative = table_builders.representative_runs(summary)
 
     labels = np.repeat(np.arange(10), 40)
     per_class = tables["per_class_metrics"]
@@ -65,10 +71,10 @@ def _render_figures(tables: dict[str, pd.DataFrame], directory: Path) -> dict[st
         predicted = probabilities.argmax(axis=1)
         confusion = np.zeros((10, 10), dtype=int)
         np.add.at(confusion, (labels, predicted), 1)
-        save(f"roc_{model}", plots.plot_roc_curves(labels, probabilities, f"ROC one-vs-rest: {model}"))
+        save(f"roc_{model}", plot_roc_curves(labels, probabilities, f"ROC one-vs-rest: {model}"))
         rows = per_class[per_class["run_id"] == representative[model]]
-        save(f"f1_{model}", plots.plot_f1_per_class(rows, f"Per-class precision, recall, F1: {model}"))
-        save(f"confusion_{model}", plots.plot_confusion_matrix(confusion, f"Confusion matrix: {model}"))
+        save(f"f1_{model}", plot_f1_per_class(rows, f"Per-class precision, recall, F1: {model}"))
+        save(f"confusion_{model}", plot_confusion_matrix(confusion, f"Confusion matrix: {model}"))
     return figures
 
 

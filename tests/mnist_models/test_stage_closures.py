@@ -23,35 +23,43 @@ from mnist_models.planning import run_spec
 from mnist_models.provenance import code_closure, digest
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-TRAINING = ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
-            "mnist_models/feeding.py", "mnist_models/hparams.py", "mnist_models/io.py", "mnist_models/layout.py",
-            "mnist_models/memory.py", "mnist_models/pages.py", "mnist_models/records.py", "mnist_models/training.py"]
-# What the study's tables, figures and report import (they share the outputs registry and its plots).
-OUTPUTS = ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
-           "mnist_models/evaluation.py", "mnist_models/feeding.py", "mnist_models/io.py", "mnist_models/layout.py",
-           "mnist_models/metrics.py", "mnist_models/nightly.py", "mnist_models/outputs.py", "mnist_models/pages.py",
-           "mnist_models/plots.py", "mnist_models/prediction.py", "mnist_models/quiet.py", "mnist_models/records.py",
-           "mnist_models/replicates.py", "mnist_models/tables.py", "tasks/__init__.py", "tasks/reporting.py"]
+TRAINING = ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/atomic_files.py",
+            "mnist_models/data.py", "mnist_models/feeding.py", "mnist_models/hashing.py", "mnist_models/hparams.py",
+            "mnist_models/layout.py", "mnist_models/memory.py", "mnist_models/parquet_pages.py",
+            "mnist_models/records.py", "mnist_models/training.py"]
+FINDINGS = [f"mnist_models/findings/{name}.py" for name in (
+    "__init__", "accuracy", "across_seeds", "conclusion", "data", "gradients", "method", "models", "nightly", "numbers",
+    "performance", "problems", "selection")]
+# What the study's tables, figures and report import (they share the outputs registry and the figure families it
+# draws with; tasks/reporting.py imports the report module, and with it the findings).
+OUTPUTS = sorted(["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/atomic_files.py",
+                  "mnist_models/champions.py", "mnist_models/data.py", "mnist_models/evaluation.py",
+                  "mnist_models/feeding.py", *FINDINGS, "mnist_models/hashing.py", "mnist_models/layout.py",
+                  "mnist_models/metrics.py", "mnist_models/outputs.py", "mnist_models/parquet_pages.py",
+                  *(f"mnist_models/plots/{name}.py" for name in ("__init__", "accuracy_curves", "canvas", "checks",
+                                                                 "gradients", "lr_sweep", "per_class")),
+                  "mnist_models/prediction.py", "mnist_models/quiet.py", "mnist_models/records.py",
+                  "mnist_models/replicates.py", "mnist_models/report.py", "mnist_models/study_reference.py",
+                  "mnist_models/table_builders.py", "mnist_models/tables.py", "tasks/__init__.py",
+                  "tasks/reporting.py"])
 EXPECTED = {
     "train dnn": sorted([*TRAINING, "mnist_models/architectures/dnn.py"]),
     "train convnet": sorted([*TRAINING, "mnist_models/architectures/convnet.py"]),
     "train resnet": sorted([*TRAINING, "mnist_models/architectures/resnet.py"]),
     "train resnet_plain": sorted([*TRAINING, "mnist_models/architectures/resnet.py"]),
-    "evaluate": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
-                 "mnist_models/evaluation.py", "mnist_models/feeding.py", "mnist_models/hparams.py",
-                 "mnist_models/io.py", "mnist_models/isolation.py", "mnist_models/layout.py", "mnist_models/memory.py",
-                 "mnist_models/metrics.py", "mnist_models/pages.py", "mnist_models/placement.py",
-                 "mnist_models/prediction.py", "mnist_models/provenance.py", "mnist_models/quiet.py",
-                 "mnist_models/records.py", "mnist_models/training.py", "tasks/__init__.py", "tasks/evaluation.py"],
-    "predictions": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
-                    "mnist_models/feeding.py", "mnist_models/io.py", "mnist_models/layout.py", "mnist_models/pages.py",
+    "evaluate": sorted([*TRAINING, "mnist_models/evaluation.py", "mnist_models/isolation.py", "mnist_models/metrics.py",
+                        "mnist_models/placement.py", "mnist_models/prediction.py", "mnist_models/provenance.py",
+                        "mnist_models/quiet.py", "tasks/__init__.py", "tasks/evaluation.py"]),
+    "predictions": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py",
+                    "mnist_models/atomic_files.py", "mnist_models/data.py", "mnist_models/feeding.py",
+                    "mnist_models/hashing.py", "mnist_models/layout.py", "mnist_models/parquet_pages.py",
                     "mnist_models/prediction.py"],
     "tables": OUTPUTS,
-    "figures": sorted([*OUTPUTS, "tasks/figures.py"]),
-    "report": sorted([*OUTPUTS, "mnist_models/findings.py", "mnist_models/report.py", "tasks/report.py"]),
-    "data": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/data.py",
-             "mnist_models/download.py", "mnist_models/idx.py", "mnist_models/io.py", "mnist_models/layout.py",
-             "mnist_models/pages.py", "mnist_models/tables.py", "tasks/__init__.py", "tasks/data.py"],
+    "figures": sorted([*OUTPUTS, "mnist_models/plots/images.py", "mnist_models/plots/saving.py", "tasks/figures.py"]),
+    "report": sorted([*OUTPUTS, "tasks/report.py"]),
+    "data": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/atomic_files.py",
+             "mnist_models/data.py", "mnist_models/download.py", "mnist_models/idx.py", "mnist_models/layout.py",
+             "mnist_models/parquet_pages.py", "mnist_models/tables.py", "tasks/__init__.py", "tasks/data.py"],
 }
 # Each stage's code key, as the pipeline computes it; printed as JSON by `python -c` in a copy of the project.
 KEYS_SCRIPT = """

@@ -11,9 +11,10 @@ from mnist_models.config import StudyConfig
 from mnist_models.evaluation import StudyRuns
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.planning import plan_runs
-from mnist_models.provenance import StageKey, StageStore
+from mnist_models.provenance import StageKey
 from mnist_models.records import EvaluatedRun, PreparedData
-from tasks.caching import Ledger, write_decisions
+from mnist_models.engine import Produced
+from tasks.caching import study_engine, write_decisions
 from tasks.data import normalize_split, verify_idx
 from tasks.evaluation import evaluate_model
 from tasks.figures import render_figures
@@ -87,15 +88,15 @@ def test_tables_figures_and_report_from_the_registry(one_study):
     assert layout.report_html.read_text().startswith("<!DOCTYPE html>")
 
 
-def test_the_ledger_reuses_a_stage_until_its_output_changes(tmp_path):
-    ledger = Ledger(StageStore(ArtifactsLayout.at(tmp_path)), log=lambda line: None)
+def test_a_stage_step_is_reused_until_its_output_changes(tmp_path):
+    ledger = study_engine(ArtifactsLayout.at(tmp_path), log=lambda line: None)
     target = tmp_path / "out.txt"
     calls = []
 
     def compute():
         calls.append(1)
         target.write_text("result")
-        return {"out": Path("out.txt")}, [target]
+        return Produced({"out": Path("out.txt")}, [target])
 
     key = StageKey(parameters={"a": 1})
     for _ in range(2):

@@ -1,4 +1,4 @@
-"""Tests for mnist_models.io: atomic files and folders, a full disk, what dead writers leave behind (on this
+"""Tests for mnist_models.atomic_files: atomic files and folders, a full disk, what dead writers leave behind (on this
 host or another sharing the folder), and output permissions under the process umask.
 
 Faults are real: child processes under RLIMIT_FSIZE, and child processes that SIGKILL themselves at
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_models.io import (
+from mnist_models.atomic_files import (
     DiskFullError,
     atomic_directory,
     atomic_path,
@@ -118,7 +118,7 @@ def test_a_failing_writer_keeps_the_old_file(tmp_path):
 
 WRITE_UNDER_LIMIT = """
     import sys
-    from mnist_models.io import DiskFullError, write_bytes
+    from mnist_models.atomic_files import DiskFullError, write_bytes
     try:
         write_bytes(sys.argv[1], bytes(int(sys.argv[2])))
     except DiskFullError as error:
@@ -159,7 +159,7 @@ def test_a_parquet_table_too_large_for_the_disk_names_its_file(tmp_path):
         import sys
         import numpy as np, pandas as pd
         from mnist_models import tables
-        from mnist_models.io import DiskFullError
+        from mnist_models.atomic_files import DiskFullError
         try:
             tables.write_table(pd.DataFrame({"x": np.random.default_rng(0).random(100_000)}), sys.argv[1], "summary")
         except DiskFullError as error:
@@ -233,7 +233,7 @@ def test_a_crash_at_any_step_leaves_the_old_or_the_new_folder_once_cleaned_up(tm
     script = """
         import sys
         from pathlib import Path
-        from mnist_models.io import atomic_directory
+        from mnist_models.atomic_files import atomic_directory
         with atomic_directory(Path(sys.argv[1]) / "run-a") as work:
             (work / "model.keras").write_text("new")
             (work / "manifest.json").write_text("new")
@@ -265,7 +265,7 @@ def test_temporaries_of_a_killed_writer_are_removed_and_a_live_writers_kept(tmp_
     script = """
         import sys, time
         from pathlib import Path
-        from mnist_models.io import atomic_directory
+        from mnist_models.atomic_files import atomic_directory
         with atomic_directory(Path(sys.argv[1]) / "run-b") as work:
             (work / "model.keras").write_bytes(bytes(1000))
             print(work, flush=True)
@@ -387,7 +387,7 @@ def test_outputs_get_the_permissions_the_umask_allows(tmp_path, umask, file_mode
     script = """
         import os, sys
         from pathlib import Path
-        from mnist_models.io import atomic_directory, write_text
+        from mnist_models.atomic_files import atomic_directory, write_text
         root = Path(sys.argv[1])
         write_text(root / "table.csv", "a,b\\n")
         with atomic_directory(root / "run-a") as work:

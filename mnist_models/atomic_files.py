@@ -1,5 +1,9 @@
 """Atomic file writing: every output appears under its final name complete, or not at all.
 
+Also what goes with it: a full disk named as such (`DiskFullError`), folders removed so that they leave
+their name at once, the cleanup of temporaries dead writers left, and the check that an output folder
+can be written at all.
+
 Temporaries are written beside their final name as `.{name}.{pid}@{host}.{random}.{kind}.tmp`: the pid
 and host say which process wrote it, so `remove_stale_temporaries` can tell a live writer's work from a
 dead one's, and leaves another host's alone (an artifacts folder may be shared across hosts). Kinds:
@@ -10,9 +14,7 @@ being deleted). Outputs get the permissions the process umask allows, as any fil
 from __future__ import annotations
 
 import contextlib
-import functools
 import errno
-import hashlib
 import json
 import os
 import re
@@ -257,30 +259,6 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], payload: Any) -> Path:
     """Write JSON (indented, keys sorted) atomically and return the final path."""
     return write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, hashed once per process for each version of the file.
-
-    A version is the file's identity, size and modification and change times: a stage key, an output
-    check and a run folder's manifest check that read the same file share one hash.
-    """
-    status = os.stat(path)
-    return _versioned_sha256(str(path), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-
-
-@functools.lru_cache(maxsize=8192)
-def _versioned_sha256(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
-    return sha256_file(path)
 
 
 def ensure_writable_directory(path: str | os.PathLike[str]) -> Path:

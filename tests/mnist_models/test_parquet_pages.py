@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mnist_models import data as data_lib
-from mnist_models.pages import read_float_lists
+from mnist_models.parquet_pages import read_float_lists
 
 
 def arrow_pixels(path) -> np.ndarray:

@@ -1,0 +1,77 @@
+"""What this machine offers the training runs (cores, memory, a run's measured peak) and how they share it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_models.config import StudyConfig
+from mnist_models.layout import ArtifactsLayout
+from mnist_models.runs import recorded_manifests
+
+DEFAULT_RUN_MEMORY_MB = 1536.0  # a run's peak before any manifest has measured one (ResNet: about 1 GiB)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this machine offers the training runs: cores, available memory, and a run's expected peak."""
+
+    cores: int
+    available_mb: float
+    run_mb: float
+
+    @property
+    def runs_by_memory(self) -> int:
+        return max(1, int(self.available_mb // self.run_mb))
+
+    def describe(self) -> str:
+        return (f"{self.cores} core(s), {self.available_mb / 1024:.1f} GiB available at about {self.run_mb:.0f} MiB "
+                f"per run (room for {self.runs_by_memory})")
+
+
+def machine_capacity(layout: ArtifactsLayout | None = None) -> Capacity:
+    """This machine's cores and available memory; a run's peak from earlier manifests, else a default."""
+    peaks = []
+    for manifest in (recorded_manifests(layout) if layout else ()):
+        try:
+            peaks.append(float(manifest["peak_memory_mb"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return Capacity(cores=os.cpu_count() or 1, available_mb=_available_memory_mb(),
+                    run_mb=max(peaks) * 1.25 if peaks else DEFAULT_RUN_MEMORY_MB)
+
+
+def _available_memory_mb() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**20
+
+
+def check_workers(config: StudyConfig, capacity: Capacity) -> None:
+    """Refuse more parallel runs than the machine's memory holds, with the numbers."""
+    if config.workers and not config.dask_address and config.workers > capacity.runs_by_memory:
+        raise ValueError(f"invalid workers: {config.workers} parallel runs do not fit this machine "
+                         f"({capacity.describe()}); expected at most {capacity.runs_by_memory}")
+
+
+def parallel_runs(config: StudyConfig, runs_to_train: int, capacity: Capacity, gpu_slots: int = 0) -> int:
+    """How many runs train at once: the workers option (else one per core, or one per GPU slot on a GPU
+    machine), within memory, no more than there are runs."""
+    default = gpu_slots or capacity.cores
+    return max(1, min(config.workers or default, capacity.runs_by_memory, runs_to_train))
+
+
+def threads_per_worker(config: StudyConfig, lineages_to_train: int, capacity: Capacity,
+                       gpu_slots: int = 0) -> int | None:
+    """TensorFlow threads per training process: the cores shared among the lineages that train at once (a
+    lineage is one process, however many of its runs it writes)."""
+    if config.dask_address:
+        return None  # the cluster's workers decide
+    return max(1, capacity.cores // parallel_runs(config, max(1, lineages_to_train), capacity, gpu_slots))
+
+

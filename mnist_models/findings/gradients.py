@@ -1,0 +1,97 @@
+"""Section 3, Gradient vanishing: the residual network's gradient norms with and without its shortcut."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+
+from mnist_models import outputs
+from mnist_models.findings.numbers import Number, none_if_missing
+from mnist_models.records import Record
+from mnist_models.study_reference import TARGET_LAYER
+
+
+class LayerGradient(Record):
+    """One layer's mean gradient norm per variant (in `GradientExperiment.models` order)."""
+
+    layer: str
+    mean_norms: tuple[Number, ...]
+    with_over_without: Number
+
+
+class SeedRatios(Record):
+    """target_layer's with ÷ without ratio in each seed of the gradient experiment."""
+
+    seeds: tuple[int, ...]
+    ratios: tuple[Number, ...]  # one per seed
+    lowest: Number
+    highest: Number
+    increased: int  # seeds in which the shortcut increased the gradient (ratio above 1)
+
+
+class GradientExperiment(Record):
+    """The residual network's gradient norms with and without its shortcut, averaged over the epochs (and seeds)."""
+
+    models: tuple[str, ...]  # the plain variant first
+    first_epoch: int
+    last_epoch: int
+    layers: tuple[LayerGradient, ...]  # network order
+    plain_model: str | None  # None when the run lacks the variant without the shortcut
+    shortcut_model: str | None  # None when the run lacks a variant with the shortcut
+    target_without: Number  # target_layer's mean gradient norm without the shortcut
+    target_with: Number
+    ratio: Number  # target_with ÷ target_without; None when either is missing or the denominator is zero
+    effect: Literal["increased", "lowered", "unchanged"] | None  # what the shortcut did to target_layer's gradient
+    seeds: int = 1  # the means above pool this many seeds
+    per_seed: SeedRatios | None = None  # None with one seed
+
+
+def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
+    """Mean gradient norm per layer and variant, and what the shortcut did to target_layer's."""
+    means = gradients.groupby(["layer", "model"], sort=False)["gradient_norm"].mean().unstack("model")
+    models = sorted(dict.fromkeys(gradients["model"]), key=lambda model: model != outputs.PLAIN_VARIANT)
+    means = means.reindex(index=list(dict.fromkeys(gradients["layer"])), columns=models).astype(float)
+    plain = outputs.PLAIN_VARIANT if outputs.PLAIN_VARIANT in models else None
+    shortcut = next((model for model in models if model != outputs.PLAIN_VARIANT), None)
+
+    def mean(layer: str, model: str | None) -> float | None:
+        return none_if_missing(means.at[layer, model]) if model and layer in means.index else None
+
+    without, with_ = mean(TARGET_LAYER, plain), mean(TARGET_LAYER, shortcut)
+    ratio = _ratio(with_, without)
+    seeds = gradients["seed"].nunique()
+    return GradientExperiment(
+        models=tuple(str(model) for model in models),
+        first_epoch=int(gradients["epoch"].min()),
+        last_epoch=int(gradients["epoch"].max()),
+        layers=tuple(LayerGradient(layer=str(layer), mean_norms=tuple(means.loc[layer]),
+                                   with_over_without=_ratio(mean(layer, shortcut), mean(layer, plain)))
+                     for layer in means.index),
+        plain_model=plain,
+        shortcut_model=shortcut,
+        target_without=without,
+        target_with=with_,
+        ratio=ratio,
+        effect=None if ratio is None else "increased" if ratio > 1 else "lowered" if ratio < 1 else "unchanged",
+        seeds=max(int(seeds), 1),
+        per_seed=_seed_ratios(gradients, plain, shortcut) if seeds > 1 else None,
+    )
+
+
+def _seed_ratios(gradients: pd.DataFrame, plain: str | None, shortcut: str | None) -> SeedRatios | None:
+    """target_layer's ratio of mean gradient norms, with over without the shortcut, in each seed."""
+    target = gradients[gradients["layer"] == TARGET_LAYER]
+    means = target.groupby(["seed", "model"])["gradient_norm"].mean().unstack("model")
+    if plain not in means.columns or shortcut not in means.columns:
+        return None
+    ratios = tuple(_ratio(none_if_missing(row[shortcut]), none_if_missing(row[plain])) for _, row in means.iterrows())
+    known = [ratio for ratio in ratios if ratio is not None]
+    return SeedRatios(seeds=tuple(int(seed) for seed in means.index), ratios=ratios, lowest=min(known, default=None),
+                      highest=max(known, default=None), increased=sum(ratio > 1 for ratio in known))
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator

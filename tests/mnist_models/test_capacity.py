@@ -1,0 +1,46 @@
+"""Capacity: how many runs train at once on this machine's cores and memory, on how many threads each."""
+
+import pytest
+
+from mnist_models.atomic_files import write_json
+from mnist_models.capacity import (DEFAULT_RUN_MEMORY_MB, Capacity, check_workers, machine_capacity, parallel_runs,
+                                   threads_per_worker)
+from mnist_models.layout import ArtifactsLayout
+from tests.mnist_models.test_planning import config
+
+
+@pytest.mark.parametrize(("workers", "runs", "cores", "memory_mb", "parallel", "threads"), [
+    (None, 14, 2, 24_000, 2, 1), (None, 1, 2, 24_000, 1, 2), (1, 14, 2, 24_000, 1, 2), (4, 3, 8, 24_000, 3, 2),
+    (None, 0, 2, 24_000, 1, 2), (None, 14, 8, 3_000, 2, 4), (None, 14, 8, 500, 1, 8)])
+def test_cores_and_memory_bound_the_runs_that_train_at_once(workers, runs, cores, memory_mb, parallel, threads):
+    capacity = Capacity(cores=cores, available_mb=memory_mb, run_mb=1500)
+    study = config(workers=workers)
+    assert parallel_runs(study, runs, capacity) == parallel
+    assert threads_per_worker(study, runs, capacity) == threads
+    assert threads_per_worker(config(dask_address="tcp://x:8786"), runs, capacity) is None
+
+
+def test_more_workers_than_memory_holds_is_refused_with_the_numbers():
+    capacity = Capacity(cores=2, available_mb=3_000, run_mb=1_000)
+    check_workers(config(workers=3), capacity)
+    with pytest.raises(ValueError, match=r"invalid workers: 4 parallel runs do not fit this machine \(2 core\(s\), "
+                                         r"2.9 GiB available at about 1000 MiB per run \(room for 3\)\); expected at most 3"):
+        check_workers(config(workers=4), capacity)
+
+
+def test_a_run_s_memory_comes_from_earlier_manifests(tmp_path):
+    layout = ArtifactsLayout.at(tmp_path)
+    assert machine_capacity(layout).run_mb == DEFAULT_RUN_MEMORY_MB
+    for name, peak in (("a", 800.0), ("b", 1200.0)):
+        write_json(layout.run(name).manifest, {"peak_memory_mb": peak})
+    capacity = machine_capacity(layout)
+    assert capacity.run_mb == 1500.0 and capacity.cores >= 1 and capacity.available_mb > 0
+
+
+def test_threads_follow_the_lineages_that_train_not_the_runs():
+    """The ResNet 10/20 lineage alone: two runs, one process, both cores."""
+    capacity = Capacity(cores=2, available_mb=16_000, run_mb=1_000)
+    assert threads_per_worker(config(), 1, capacity) == 2
+    assert threads_per_worker(config(), 2, capacity) == 1
+
+
