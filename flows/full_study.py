@@ -148,7 +148,7 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, engine: Engine, toda
 # Parameters are validated in the flow, not by Prefect's engine: a deployment's bad parameter then fails the
 # run with the command line's one-line message instead of pydantic's report (the UI's form is unchanged).
 @flow(name="full-study", validate_parameters=False)
-def full_study(config: StudyConfig = StudyConfig()) -> StudyResult:
+def full_study(config: StudyConfig = StudyConfig.model_construct()) -> StudyResult:
     """Run the study end to end; every stage whose inputs and outputs are unchanged is reused.
 
     With `nightly`, the seed comes from today's date (UTC), tonight's accuracies enter the history,

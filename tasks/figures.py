@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from mnist_models import outputs
 from mnist_models.data import load_split
 from mnist_models.evaluation import StudyRuns
-from tasks.reporting import read_study_tables
+from tasks.study_tables import read_study_tables
 
 
 @task

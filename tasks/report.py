@@ -8,7 +8,7 @@ import pandas as pd
 from prefect import task
 
 from mnist_models.layout import ArtifactsLayout
-from tasks.reporting import read_study_tables
+from tasks.study_tables import read_study_tables
 
 
 @task

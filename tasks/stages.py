@@ -29,7 +29,8 @@ from tasks.evaluation import evaluate_model, model_hash
 from tasks.figures import render_figures
 from tasks.nightly import gate_champions, prune_old_runs
 from tasks.report import render_report
-from tasks.reporting import publish_artifacts, write_study_tables
+from tasks.publishing import publish_artifacts
+from tasks.study_tables import write_study_tables
 from tasks.training import train_model
 
 
@@ -81,7 +82,7 @@ class StudyGraph:
 
         tables_stage = Stage(
             name="tables", upstream=("train", "evaluate"), items=study_items,
-            key=lambda item, upstream: _runs_key(self.study_runs(upstream), code_closure("tasks.reporting"),
+            key=lambda item, upstream: _runs_key(self.study_runs(upstream), code_closure("tasks.study_tables"),
                                                  ANALYSIS_LIBRARIES),
             run=lambda unit, upstream: {STUDY: _written(layout, write_study_tables(self.study_runs(upstream)),
                                                         lambda path: layout.table(path.stem).values())},

@@ -24,7 +24,7 @@ from mnist_models import planning
 from mnist_models.config import StudyConfig
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.report import ReportContext, write_report
-from tasks.reporting import publish_artifacts
+from tasks.publishing import publish_artifacts
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.mnist_models.test_report import FIGURE_NAMES, SETTINGS, synthetic_tables
 from tests.mnist_models.test_report_browser import _render_figures

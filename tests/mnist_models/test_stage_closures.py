@@ -31,17 +31,17 @@ FINDINGS = [f"mnist_models/findings/{name}.py" for name in (
     "__init__", "accuracy", "across_seeds", "conclusion", "data", "gradients", "method", "models", "nightly", "numbers",
     "performance", "problems", "selection")]
 # What the study's tables, figures and report import (they share the outputs registry and the figure families it
-# draws with; tasks/reporting.py imports the report module, and with it the findings).
+# draws with); the report adds its findings and templates.
 OUTPUTS = sorted(["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/atomic_files.py",
                   "mnist_models/champions.py", "mnist_models/data.py", "mnist_models/evaluation.py",
-                  "mnist_models/feeding.py", *FINDINGS, "mnist_models/hashing.py", "mnist_models/layout.py",
+                  "mnist_models/feeding.py", "mnist_models/hashing.py", "mnist_models/layout.py",
                   "mnist_models/metrics.py", "mnist_models/outputs.py", "mnist_models/parquet_pages.py",
                   *(f"mnist_models/plots/{name}.py" for name in ("__init__", "accuracy_curves", "canvas", "checks",
                                                                  "gradients", "lr_sweep", "per_class")),
                   "mnist_models/prediction.py", "mnist_models/quiet.py", "mnist_models/records.py",
-                  "mnist_models/replicates.py", "mnist_models/report.py", "mnist_models/study_reference.py",
+                  "mnist_models/replicates.py", "mnist_models/study_reference.py",
                   "mnist_models/table_builders.py", "mnist_models/tables.py", "tasks/__init__.py",
-                  "tasks/reporting.py"])
+                  "tasks/study_tables.py"])
 EXPECTED = {
     "train dnn": sorted([*TRAINING, "mnist_models/architectures/dnn.py"]),
     "train convnet": sorted([*TRAINING, "mnist_models/architectures/convnet.py"]),
@@ -56,7 +56,7 @@ EXPECTED = {
                     "mnist_models/prediction.py"],
     "tables": OUTPUTS,
     "figures": sorted([*OUTPUTS, "mnist_models/plots/images.py", "mnist_models/plots/saving.py", "tasks/figures.py"]),
-    "report": sorted([*OUTPUTS, "tasks/report.py"]),
+    "report": sorted([*OUTPUTS, *FINDINGS, "mnist_models/report.py", "tasks/report.py"]),
     "data": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/atomic_files.py",
              "mnist_models/data.py", "mnist_models/download.py", "mnist_models/idx.py", "mnist_models/layout.py",
              "mnist_models/parquet_pages.py", "mnist_models/tables.py", "tasks/__init__.py", "tasks/data.py"],
@@ -71,7 +71,7 @@ from mnist_models.provenance import code_closure
 keys = {f"train {model}": run_spec(model, 0.001, 1, 32, 42, None, "mnist", "data").code_files for model in MODEL_NAMES}
 keys["run ids"] = {model: run_spec(model, 0.001, 1, 32, 42, None, "mnist", "data").run_id for model in MODEL_NAMES}
 for stage, module in {"evaluate": "tasks.evaluation", "predictions": "mnist_models.prediction",
-                      "tables": "tasks.reporting", "figures": "tasks.figures", "report": "tasks.report",
+                      "tables": "tasks.study_tables", "figures": "tasks.figures", "report": "tasks.report",
                       "data": "tasks.data"}.items():
     keys[stage] = code_closure(module)
 keys["origin"] = mnist_models.__file__
@@ -84,7 +84,7 @@ def stage_code_files() -> dict[str, list[str]]:
     files = {f"train {model}": sorted(run_spec(model, 0.001, 1, 32, 42, None, "mnist", "data").code_files)
              for model in MODEL_NAMES}
     for stage, module in {"evaluate": "tasks.evaluation", "predictions": "mnist_models.prediction",
-                          "tables": "tasks.reporting", "figures": "tasks.figures", "report": "tasks.report",
+                          "tables": "tasks.study_tables", "figures": "tasks.figures", "report": "tasks.report",
                           "data": "tasks.data"}.items():
         files[stage] = sorted(code_closure(module))
     return files

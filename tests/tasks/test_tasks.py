@@ -19,7 +19,7 @@ from tasks.data import normalize_split, verify_idx
 from tasks.evaluation import evaluate_model
 from tasks.figures import render_figures
 from tasks.report import render_report
-from tasks.reporting import write_study_tables
+from tasks.study_tables import write_study_tables
 from tasks.training import train_model
 
 CORRECT_MD5 = "27ae3e4e09519cfbb04c329615203637"  # t10k-labels-idx1-ubyte.gz, uncompressed
