@@ -14,6 +14,7 @@ Makes: artifacts/{data,runs,tables,figures,report}/ as described in artifacts/RE
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from datetime import date, datetime, timezone
 
@@ -47,15 +48,14 @@ from tasks.training import train_model
 
 
 @flow(name="train-grid")
-def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: ArtifactsLayout, threads: int | None,
-               resume: bool = True, gpu_slots: list[int] | None = None,
+def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: ArtifactsLayout, resume: bool = True, gpu_slots: list[int] | None = None,
                stall_timeout: float | None = None) -> list[tuple[list[str], list[TrainedRun] | BaseException]]:
     """Train the lineages (one task each) in parallel; each lineage's records, or the error that failed it."""
     logger = get_run_logger()
     slots = itertools.cycle(gpu_slots or [None])  # round-robin over the GPU slots; None: CPU only
     costs = planning.epoch_costs(layout)
-    futures = {train_model.submit(specs, data, layout, threads, resume, next(slots),
-                                  stall_timeout or planning.stall_seconds(specs[0], costs, threads)): specs
+    futures = {train_model.submit(specs, data, layout, resume, next(slots),
+                                  stall_timeout or planning.stall_seconds(specs[0], costs, specs[0].threads)): specs
                for specs in lineages}
     total, finished, failed, done = sum(map(len, lineages)), 0, 0, []
     progress = create_progress_artifact(0.0, key="training-grid", description=f"runs trained of {total} planned to train")
@@ -84,14 +84,14 @@ def grid_runner(graph: StudyGraph):
         capacity = machine_capacity(layout)
         slots = [] if config.dask_address else gpu_slots(visible_gpus(), len(specs))
         parallel = parallel_runs(config, len(units), capacity, gpu_slots=len(slots))
-        threads = threads_per_worker(config, len(units), capacity, gpu_slots=len(slots))
+        threads = next(iter(specs.values())).threads
         gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
-        get_run_logger().info(f"{parallel} run(s) at once on {threads or 'the cluster`s'} thread(s) each: "
+        get_run_logger().info(f"{parallel} run(s) at once on {threads} thread(s) each: "
                               f"{capacity.describe()}{gpus}")
         lineages = [[specs[run_id] for run_id in unit] for unit in units]
         try:
             done = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-                lineages, data, layout, threads, resume, slots, config.stall_timeout)
+                lineages, data, layout, resume, slots, config.stall_timeout)
         finally:
             close_workers()  # the training processes the worker threads kept from lineage to lineage
         for run_ids, outcome in done:
@@ -114,9 +114,23 @@ def study_graph(config: StudyConfig, layout: ArtifactsLayout, engine, today: dat
                 flow_run_id: str | None = None) -> tuple[PreparedData, StudyGraph]:
     """The data stage (run now: the runs' ids depend on its content), then the graph of the study's other stages."""
     data = prepare(config.data_config, layout, engine)
-    planned = planning.plan_runs(config, data.content_hash, split_size(layout.absolute(data.train)))
+    planned = planned_runs(config, data, layout)
     night = today.isoformat() if config.nightly else None
     return data, StudyGraph(config, layout, data, tuple(planned), engine, night, flow_run_id)
+
+
+def training_threads(config: StudyConfig, planned: list) -> int:
+    """TensorFlow threads of every run of this study on this machine (a run's key holds them)."""
+    lineages = len({run.spec.lineage for run in planned})
+    slots = 0 if config.dask_address else len(gpu_slots(visible_gpus(), lineages))
+    return threads_per_worker(config, lineages, os.cpu_count() or 1, slots)
+
+
+def planned_runs(config: StudyConfig, data: PreparedData, layout: ArtifactsLayout) -> list:
+    """The study's runs on this data, with the thread count and numerics environment they train with here."""
+    images = split_size(layout.absolute(data.train))
+    threads = training_threads(config, planning.plan_runs(config, data.content_hash, images))
+    return planning.plan_runs(config, data.content_hash, images, threads, os.environ)
 
 
 def run_study(config: StudyConfig, layout: ArtifactsLayout, engine: Engine, today: date) -> StudyResult:
@@ -188,14 +202,15 @@ def plan_study(config: StudyConfig, today: date | None = None) -> list[Decision]
     engine = study_engine(layout, config.refresh, log=lambda line: None)
     decisions, data = plan_data(config.data_config, layout, engine)
     if data is None:  # the runs' ids follow from the data's content: name them by their settings until then
-        planned = planning.plan_runs(config, "")
+        planned = planning.plan_runs(config, "", None, training_threads(config, planning.plan_runs(config, "")),
+                                     os.environ)
         waiting = [Decision(stage=stage, item=run.run_id.rpartition("-")[0], action="recomputed",
                             reason=f"upstream recomputed ({upstream})")
                    for stage, upstream in (("train", "data"), ("evaluate", "train")) for run in planned]
         study = [Decision(stage=stage, item="study", action="recomputed", reason="upstream recomputed (evaluate)")
                  for stage in ("tables", "figures", "report")]
         return decisions + waiting + study
-    planned = planning.plan_runs(config, data.content_hash, split_size(layout.absolute(data.train)))
+    planned = planned_runs(config, data, layout)
     night = (today or datetime.now(timezone.utc).date()).isoformat() if config.nightly else None
     graph = StudyGraph(config, layout, data, tuple(planned), engine, night)
     return decisions + engine.plan(graph.stages())

@@ -66,12 +66,15 @@ def parallel_runs(config: StudyConfig, runs_to_train: int, capacity: Capacity, g
     return max(1, min(config.workers or default, capacity.runs_by_memory, runs_to_train))
 
 
-def threads_per_worker(config: StudyConfig, lineages_to_train: int, capacity: Capacity,
-                       gpu_slots: int = 0) -> int | None:
-    """TensorFlow threads per training process: the cores shared among the lineages that train at once (a
-    lineage is one process, however many of its runs it writes)."""
+def threads_per_worker(config: StudyConfig, lineages: int, cores: int, gpu_slots: int = 0) -> int:
+    """TensorFlow threads per training process, decided before any decision on reuse (the count is in every
+    run's key): the `threads` option, else 1 on a Dask cluster, else the cores shared among the study's lineages
+    that could train at once (a lineage is one process, however many of its runs it writes). Memory, which
+    changes from minute to minute, bounds how many train at once, never their thread count."""
+    if config.threads:
+        return config.threads
     if config.dask_address:
-        return None  # the cluster's workers decide
-    return max(1, capacity.cores // parallel_runs(config, max(1, lineages_to_train), capacity, gpu_slots))
+        return 1
+    return max(1, cores // max(1, min(config.workers or gpu_slots or cores, lineages)))
 
 

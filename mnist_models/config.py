@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ MAX_SEEDS = 100  # seeds per cell (--replicates or --seeds): 100 copies of the g
 MAX_WORKERS = 256  # parallel training processes: more than the cores of any one machine we would meet
 MAX_KEEP_NIGHTS = 3650  # ten years of nightly run folders
 _UPPER_LIMITS = {"epochs": MAX_EPOCHS, "gradient_epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE,
-                 "replicates": MAX_SEEDS, "workers": MAX_WORKERS, "keep_nights": MAX_KEEP_NIGHTS}
+                 "replicates": MAX_SEEDS, "workers": MAX_WORKERS, "threads": MAX_WORKERS, "keep_nights": MAX_KEEP_NIGHTS}
 
 # The study's own values of the fields that a profile changes. Those fields default to None, "the profile's value",
 # so that a form that submits every default it shows (the Prefect UI's run form does) leaves them to the profile.
@@ -142,6 +141,9 @@ class StudyConfig(DataConfig):
         description=f"epochs of the gradient experiment (1 to {MAX_EPOCHS}) {_profile_default('gradient_epochs')}")
     workers: int | None = Field(None, description=f"parallel training processes, 1 to {MAX_WORKERS} "
                                                   "(default: one per core)")
+    threads: int | None = Field(None, description=f"TensorFlow threads per training process, 1 to {MAX_WORKERS}; part of "
+                                                  "each run's key, as convolutions round differently on another count "
+                                                  "(default: the cores shared among the study's lineages; 1 on Dask)")
     dask_address: str | None = Field(None, description="train on an existing Dask cluster: a tcp:// or tls:// address "
                                                        "with host and port, e.g. tcp://10.0.0.5:8786")
     stall_timeout: float | None = Field(
@@ -226,7 +228,7 @@ class StudyConfig(DataConfig):
             raise ValueError(f"got {len(value)} seeds; expected at most {MAX_SEEDS}")
         return _each_once(value, "seeds") if value is not None else None
 
-    @field_validator("workers", "train_subset", "replicates")
+    @field_validator("workers", "threads", "train_subset", "replicates")
     @classmethod
     def _positive_or_none(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value < 1:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
 
-from mnist_models.provenance import Decision, StageKey, StageRecord, decide, key_change
+from mnist_models.provenance import Decision, StageKey, StageRecord, decide, key_change, outputs_problem
 
 STUDY = "study"  # the item of a stage that has one result for the whole study
 Upstream = Mapping[str, Mapping[str, Any]]  # stage name -> item -> result, for the items that succeeded
@@ -220,9 +220,13 @@ class Engine:
             return None, None
         if stage.name not in self.refresh:
             changed = sorted({name for name, read in _reads(stage, item, recomputed) if read in recomputed.get(name, ())})
-            if changed:
+            if changed:  # its key would read what is being recomputed; its own files can be checked already
+                store = self.stores[stage.store]
+                previous = store.load(stage.name, item)
+                damaged = outputs_problem(previous.outputs, store.root) if previous is not None else None
                 return Decision(stage=stage.name, item=item, action="recomputed",
-                                reason=f"upstream recomputed ({', '.join(changed)})"), None
+                                reason=f"upstream recomputed ({', '.join(changed)})"
+                                       + (f"; {damaged}" if damaged else "")), None
         return self.decide(stage, item, stage.key(item, results))
 
     def _store(self, stage: Stage, item: str, produced: Produced, results: Upstream) -> Any:

@@ -31,7 +31,7 @@ from mnist_models.hashing import file_sha256
 from mnist_models.layout import ArtifactsLayout, RunFolder
 from mnist_models.provenance import StageStore, digest, outputs_problem
 from mnist_models.records import Record, Scores
-from mnist_models.training import read_manifest
+from mnist_models.runs import read_manifest
 
 EXPERIMENT = "mnist-study"
 CHAMPION_ALIAS = "champion"

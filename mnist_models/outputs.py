@@ -184,13 +184,18 @@ def _lr_sweep_seeds(inputs: FigureInputs) -> "Figure":
                                       sweep[["model", "learning_rate", "seed", "accuracy"]])
 
 
-def _gradient_norms_seeds(inputs: FigureInputs) -> "Figure":
-    from mnist_models.plots.gradients import plot_gradient_norm_band
-
+def _seed_gradients(inputs: FigureInputs) -> pd.DataFrame:
+    """Every gradient-experiment run's gradient norms, with its variant label and seed."""
     frames = [pd.read_parquet(inputs.study.folder(run).gradients).assign(variant=variant_label(run.model),
                                                                        seed=run.spec.seed)
               for run in inputs.study.serving("gradient")]
-    return plot_gradient_norm_band(pd.concat(frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _gradient_norms_seeds(inputs: FigureInputs) -> "Figure":
+    from mnist_models.plots.gradients import plot_gradient_norm_band
+
+    return plot_gradient_norm_band(_seed_gradients(inputs))
 
 
 def _kernel_histograms(inputs: FigureInputs) -> "Figure":
@@ -202,7 +207,9 @@ def _kernel_histograms(inputs: FigureInputs) -> "Figure":
 def _gradient_norms(inputs: FigureInputs) -> "Figure":
     from mnist_models.plots.gradients import plot_gradient_norms
 
-    return plot_gradient_norms(inputs.gradient_frames(lambda folder: pd.read_parquet(folder.gradients)))
+    gradients = _seed_gradients(inputs)
+    return plot_gradient_norms({variant: rows.drop(columns="variant") for variant, rows
+                                in gradients.groupby("variant", sort=False)})
 
 
 def _accuracy_curves(inputs: FigureInputs) -> "Figure":

@@ -5,9 +5,9 @@ Pure decisions over a `StudyConfig`: the flows call these and only wire the resu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from mnist_models.architectures import ARCHITECTURES, check_model_name
+from mnist_models.architectures import ARCHITECTURES, BUILDER_FIELDS, check_model_name
 from mnist_models.config import StudyConfig
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import TRAINING_LIBRARIES, code_closure, library_versions, numerics_environment
@@ -16,25 +16,27 @@ from mnist_models.runs import measured_epoch_costs
 
 # Seconds per training epoch of each model on 2 cores (60,000 images, with validation): the
 # relative cost that orders the runs, measured on the 2-core development machine.
-EPOCH_COST = {"dnn": 4.3, "convnet": 13.3, "resnet": 43.0, "resnet_plain": 43.0}
+EPOCH_COST = {name: model.epoch_seconds for name, model in ARCHITECTURES.items()}
 STALL_FLOOR_SECONDS = 900.0  # never call a training hung sooner: start-up, tracing and a slow disk take time
 STALL_EPOCHS = 10  # ... nor before ten times its expected epoch time has passed without a progress line
 
 
 def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
-             train_subset: int | None, dataset: str, data_hash: str) -> RunSpec:
+             train_subset: int | None, dataset: str, data_hash: str, threads: int = 1,
+             environment: Mapping[str, str] | None = None) -> RunSpec:
     """A run's spec: the code of every module its training imports (of the registry, only this model's entry),
-    the training libraries' versions and the environment that changes TensorFlow's numerics."""
+    the training libraries' versions, TensorFlow's thread count and the `environment` variables that change
+    TensorFlow's numerics (unset ones count at TensorFlow's defaults)."""
     check_model_name(model)
-    builder_module, _ = ARCHITECTURES[model]
-    code = code_closure("mnist_models.training", builder_module,
-                        entries={"mnist_models.architectures": ("ARCHITECTURES", model)})
+    code = code_closure("mnist_models.training", ARCHITECTURES[model].module,
+                        entries={"mnist_models.architectures": ("ARCHITECTURES", model, BUILDER_FIELDS)})
     return RunSpec(model=model, learning_rate=float(learning_rate), epochs=epochs, batch_size=batch_size, seed=seed,
-                   train_subset=train_subset, dataset=dataset, data_hash=data_hash, code_files=code,
-                   versions={**library_versions(TRAINING_LIBRARIES), **numerics_environment()})
+                   train_subset=train_subset, dataset=dataset, data_hash=data_hash, code_files=code, threads=threads,
+                   versions={**library_versions(TRAINING_LIBRARIES), **numerics_environment(environment or {})})
 
 
-def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = None) -> list[PlannedRun]:
+def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = None, threads: int = 1,
+              environment: Mapping[str, str] | None = None) -> list[PlannedRun]:
     """The study's runs, each once with every role it serves: the sweep grid, then the gradient pair, per seed.
 
     A training subset of at least `train_images` (the training split's size) is the whole split: the
@@ -45,7 +47,8 @@ def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = No
         subset = None
 
     def spec(model: str, learning_rate: float, epochs: int, seed: int):
-        return run_spec(model, learning_rate, epochs, config.batch_size, seed, subset, config.dataset, data_hash)
+        return run_spec(model, learning_rate, epochs, config.batch_size, seed, subset, config.dataset, data_hash,
+                        threads, environment)
 
     wanted: list[tuple[Role, RunSpec]] = [
         ("sweep", spec(model, rate, config.epochs, seed))

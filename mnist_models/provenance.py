@@ -109,11 +109,12 @@ def _closure(modules: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
     return tuple(sorted(seen.items()))
 
 
-def code_closure(*modules: str, entries: Mapping[str, tuple[str, str]] | None = None) -> dict[str, str]:
+def code_closure(*modules: str, entries: Mapping[str, tuple] | None = None) -> dict[str, str]:
     """Relative source path -> hash of the syntax tree of every project module the given modules import, transitively.
 
-    `entries` narrows a registry: for module -> (dict name, key), only that entry of the module's top-level
-    dict literal counts, so adding or editing another entry leaves this closure's hashes as they were.
+    `entries` narrows a registry: for module -> (dict name, key[, keywords]), only that entry of the module's
+    top-level dict literal counts (of an entry that is a call, only those keyword arguments), so adding or
+    editing another entry, or another field of this one, leaves this closure's hashes as they were.
     """
     entries = entries or {}
     files = {}
@@ -123,17 +124,18 @@ def code_closure(*modules: str, entries: Mapping[str, tuple[str, str]] | None = 
     return files
 
 
-def source_hash(path: str | os.PathLike[str], entry: tuple[str, str] | None = None) -> str:
+def source_hash(path: str | os.PathLike[str], entry: tuple | None = None) -> str:
     """SHA-256 of a Python file's syntax tree without docstrings: what runs, not comments or formatting.
 
-    With `entry` (dict name, key), the module's top-level dict literal of that name keeps only that key.
+    With `entry` (dict name, key[, keywords]), the module's top-level dict literal of that name keeps only that
+    key, and a call as its value only those keyword arguments.
     """
     stat = os.stat(path)
     return _tree_hash(Path(path), entry, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=None)
-def _tree_hash(path: Path, entry: tuple[str, str] | None, *version: int) -> str:
+def _tree_hash(path: Path, entry: tuple | None, *version: int) -> str:
     tree = ast.parse(path.read_bytes(), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _has_docstring(node):
@@ -149,8 +151,9 @@ def _has_docstring(node: ast.AST) -> bool:
             and isinstance(first.value.value, str))
 
 
-def _narrow_dict(tree: ast.Module, name: str, key: str) -> None:
-    """Keep only `key` in the top-level dict literal assigned to `name` (a dict built otherwise counts whole)."""
+def _narrow_dict(tree: ast.Module, name: str, key: str, keywords: tuple[str, ...] | None = None) -> None:
+    """Keep only `key` in the top-level dict literal assigned to `name` (a dict built otherwise counts whole), and
+    of its value, when that is a call, only the `keywords` arguments."""
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
         if any(isinstance(target, ast.Name) and target.id == name for target in targets) \
@@ -158,6 +161,9 @@ def _narrow_dict(tree: ast.Module, name: str, key: str) -> None:
             kept = [(k, v) for k, v in zip(node.value.keys, node.value.values)
                     if isinstance(k, ast.Constant) and k.value == key]
             node.value.keys, node.value.values = [k for k, _ in kept], [v for _, v in kept]
+            for value in node.value.values:
+                if keywords is not None and isinstance(value, ast.Call):
+                    value.keywords = [keyword for keyword in value.keywords if keyword.arg in keywords]
 
 
 def package_files(package: str, *patterns: str) -> dict[str, str]:
@@ -197,11 +203,9 @@ def _canonical(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
-def numerics_environment(environment: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The effective value ("1" or "0") of each variable of NUMERICS_ENVIRONMENT, as TensorFlow reads it.
-
-    Read from this process's environment, which the training processes inherit (not a Dask worker's own).
-    """
+def numerics_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """The effective value ("1" or "0") of each variable of NUMERICS_ENVIRONMENT in `environment` (the one the
+    training processes inherit), as TensorFlow reads it."""
     effective = {}
     for name, default in NUMERICS_ENVIRONMENT.items():
         value = environment.get(name, "").strip().lower()

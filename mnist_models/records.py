@@ -51,6 +51,8 @@ class RunSpec(Record):
     data_hash: str
     code_files: dict[str, str]  # relative source path -> SHA-256, every module training imports
     versions: dict[str, str]  # major.minor of the libraries that shape the result
+    # TensorFlow's threads: convolutions round differently on 1 and 2 (tests/mnist_models/test_stage_closures.py)
+    threads: int = 1
 
     @property
     def code_hash(self) -> str:

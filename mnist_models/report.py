@@ -32,6 +32,7 @@ from markdown.treeprocessors import Treeprocessor
 from PIL import Image
 
 from mnist_models import findings, outputs
+from mnist_models.architectures import ARCHITECTURES
 from mnist_models.atomic_files import write_text
 from mnist_models.study_reference import DIVERGED_BELOW, REFERENCE_LEARNING_RATE, STUDY_EPOCHS, TARGET_LAYER
 
@@ -99,6 +100,7 @@ def _environment() -> jinja2.Environment:
         interval=_interval, variant_label=outputs.variant_label, REFERENCE_LEARNING_RATE=REFERENCE_LEARNING_RATE,
         DIVERGED_BELOW=DIVERGED_BELOW, STUDY_EPOCHS=STUDY_EPOCHS, TARGET_LAYER=TARGET_LAYER,
         PLAIN_VARIANT=outputs.PLAIN_VARIANT, MISSING=MISSING,
+        model_descriptions={name: model.description for name, model in ARCHITECTURES.items()},
     )
     return environment
 

@@ -1,71 +1,86 @@
-"""The study's run folders as a whole: their manifests as stage records, the run a new one replaces, measured costs.
+"""The home of run folders: manifests, checkpoints and where a lineage resumes, the run a new one replaces,
+and the costs measured by earlier runs.
 
-A run folder is its own record: its manifest (written last, by training) lists the spec it was trained
-from and the hash of every file. `RunRecords` reads it as the stage engine's record of the `train` stage,
-so a folder is reused only when its spec's key equals the planned one and every file is intact.
+A run folder is written whole (renamed in), its manifest last: it lists the spec the run was trained
+from and the hash of every file, so a folder is complete when its manifest reads back and every file
+still has its hash. Runs whose specs differ only in their epochs form a lineage; a longer run continues
+the furthest saved state of its lineage: a finished run, or a per-epoch checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-from mnist_models.layout import ArtifactsLayout
-from mnist_models.provenance import StageKey, StageRecord
-from mnist_models.records import PlannedRun, RunSpec
-from mnist_models.training import checkpoints_of
+from mnist_models.hashing import file_sha256
+from mnist_models.layout import ArtifactsLayout, RunFolder
+from mnist_models.records import PlannedRun, RunSpec, TrainedRun
 
 
-def spec_key(spec: RunSpec) -> StageKey:
-    """A run's key in the terms a cache decision explains: parameters, data, code files, library versions and
-    environment."""
-    return StageKey(parameters=spec.model_dump(include={"epochs", "batch_size", "seed", "train_subset"}),
-                    inputs={"data": spec.data_hash}, code=spec.code_files, versions=spec.versions)
+def read_manifest(folder: RunFolder) -> dict | None:
+    """The run's manifest if the folder is complete (manifest readable, every listed file present)."""
+    try:
+        manifest = json.loads(folder.manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    files = manifest.get("files", [])
+    if not files or not all((folder.path / name).exists() for name in files):
+        return None
+    return manifest if manifest.get("file_hashes") == folder_hashes(folder) else None
 
 
+def folder_hashes(folder: RunFolder) -> dict[str, str]:
+    """SHA-256 of every file of a run folder that training wrote (tensorboard's files one by one)."""
+    names = [path for path in sorted(folder.path.rglob("*"))
+             if path.is_file() and path != folder.manifest and path != folder.predictions]
+    return {path.relative_to(folder.path).as_posix(): file_sha256(path) for path in names}
 
-class RunRecords:
-    """The `train` stage's records: each run folder's manifest, read as a StageRecord (written by training)."""
 
-    def __init__(self, layout: ArtifactsLayout) -> None:
-        self.layout = layout
-        self.root = layout.root
+def trained_run(spec: RunSpec, manifest: dict) -> TrainedRun:
+    """The record of a finished run, from its manifest."""
+    diverged = manifest.get("diverged") or {}
+    return TrainedRun(spec=spec, parameters=manifest["trainable_parameters"], train_seconds=manifest["wall_seconds"],
+                      diverged_epoch=diverged.get("epoch"))
 
-    def load(self, stage: str, item: str) -> StageRecord | None:
-        """The record of run `item`: the key of the spec it was trained from and its files' hashes; None when
-        the folder has no readable manifest."""
-        folder = self.layout.run(item)
+
+@dataclass(frozen=True)
+class Start:
+    """Where a lineage's training resumes: a saved state after `epoch` epochs, from a run folder or a checkpoint."""
+
+    epoch: int
+    folder: RunFolder
+    source: str  # the run id, or "checkpoint"
+
+
+def checkpoints_of(runs_dir: Path, spec: RunSpec) -> Path:
+    """The folder of a lineage's per-epoch checkpoints (the latest one is kept until the lineage is done)."""
+    return runs_dir / ".checkpoints" / f"{spec.model}-{spec.lineage[:16]}"
+
+
+def find_start(spec: RunSpec, runs_dir: Path, up_to: int, exclude: frozenset[str] = frozenset()) -> Start | None:
+    """The furthest saved state of `spec`'s lineage at or before epoch `up_to`: a finished run (not one of
+    `exclude`, the runs about to be written), else a checkpoint."""
+    candidates = []
+    for manifest_path in runs_dir.glob("*/manifest.json"):
         try:
-            manifest = json.loads(folder.manifest.read_text())
-            spec = RunSpec.model_validate(manifest["parameters"])
-            hashes = dict(manifest["file_hashes"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        base = self.layout.relative(folder.path).as_posix()
-        listed = {f"{base}/{name}": digest for name, digest in hashes.items()}
-        present = {f"{base}/{path.relative_to(folder.path).as_posix()}" for path in folder.path.rglob("*")
-                   if path.is_file() and path not in (folder.manifest, folder.predictions)}
-        # A file that the manifest does not list counts as a change too: its expected hash is no file at all.
-        listed.update({extra: "unlisted" for extra in present - set(listed)})
-        return StageRecord(stage=stage, item=item, key=spec_key(spec), outputs=listed, result=manifest)
-
-    def save(self, stage: str, item: str, key: StageKey, outputs: Iterable[Path], result: Any) -> StageRecord:
-        """Training wrote the folder and its manifest; check that it reads back as the record of `key`."""
-        record = self.load(stage, item)
-        if record is None or record.key != key:
-            raise RuntimeError(f"run folder {item} has no manifest of the run it was asked to train")
-        return record
-
-    def predecessor(self, item: str, key: StageKey, spec: RunSpec) -> StageRecord | None:
-        """The latest earlier run of the same model, learning rate and data set: what a new run id replaces."""
-        earlier = previous_run(spec, self.layout)
-        if earlier is None:
-            return None
-        return StageRecord(stage="train", item=earlier.run_id, key=spec_key(earlier), outputs={})
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        epochs = manifest.get("parameters", {}).get("epochs", 0)
+        if manifest.get("lineage") == spec.lineage and 0 < epochs <= up_to and manifest_path.parent.name not in exclude:
+            candidates.append(Start(epochs, RunFolder(manifest_path.parent), manifest_path.parent.name))
+    for marker in checkpoints_of(runs_dir, spec).glob("epoch-*/state.json"):
+        epoch = json.loads(marker.read_text())["epoch"]
+        if 0 < epoch <= up_to:
+            candidates.append(Start(epoch, RunFolder(marker.parent), "checkpoint"))
+    for start in sorted(candidates, key=lambda item: (-item.epoch, item.source == "checkpoint")):
+        if start.source == "checkpoint" or read_manifest(start.folder) is not None:
+            return start
+    return None
 
 
 def recorded_manifests(layout: ArtifactsLayout) -> tuple[dict, ...]:

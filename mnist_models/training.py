@@ -7,7 +7,6 @@ longer run continues from the furthest saved state (a finished run or a per-epoc
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -21,17 +20,20 @@ import numpy as np
 import pandas as pd
 
 from mnist_models import data as data_lib
+from mnist_models.atomic_files import atomic_directory, temporary_directory, write_json
 from mnist_models.feeding import Feeder
 from mnist_models.hparams import write_hparams
-from mnist_models.atomic_files import atomic_directory, temporary_directory, write_json
-from mnist_models.hashing import file_sha256
 from mnist_models.layout import RunFolder
 from mnist_models.memory import peak_memory_mb
 from mnist_models.records import RunSpec, TrainedRun
+from mnist_models.runs import Start, checkpoints_of, find_start, folder_hashes, read_manifest, trained_run
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 HISTOGRAM_BINS = 40
-GRADIENT_BATCH = 256
+# Each epoch's gradient norms are the mean, over the batches of a fixed probe of 2,048 training images in
+# training-size batches, of each kernel's gradient norm: what the optimizer's steps see, not one batch's
+# handful of misclassified images (benchmarks/results/gradient_measure.md: the noise of both measures).
+GRADIENT_PROBE = 2048
 VALIDATION_BATCH = 1000  # validation's batch size changes no trained weight, only the cost of scoring
 # Training steps per call into TensorFlow: the same steps, fewer round trips from Python (measured in
 # benchmarks/results/training_levers.md: dnn 0.47x, convnet 0.81x, resnet 0.90x per epoch).
@@ -40,34 +42,9 @@ STEPS_PER_EXECUTION = 16
 AfterRun = Callable[[RunFolder, object, data_lib.Split, Callable[[str], None]], None]
 
 
-def read_manifest(folder: RunFolder) -> dict | None:
-    """The run's manifest if the folder is complete (manifest readable, every listed file present)."""
-    try:
-        manifest = json.loads(folder.manifest.read_text())
-    except (OSError, ValueError):
-        return None
-    files = manifest.get("files", [])
-    if not files or not all((folder.path / name).exists() for name in files):
-        return None
-    return manifest if manifest.get("file_hashes") == folder_hashes(folder) else None
-
-
-def folder_hashes(folder: RunFolder) -> dict[str, str]:
-    """SHA-256 of every file of a run folder that training wrote (tensorboard's files one by one)."""
-    names = [path for path in sorted(folder.path.rglob("*"))
-             if path.is_file() and path != folder.manifest and path != folder.predictions]
-    return {path.relative_to(folder.path).as_posix(): file_sha256(path) for path in names}
-
-
-def trained_run(spec: RunSpec, manifest: dict) -> TrainedRun:
-    """The record of a finished run, from its manifest."""
-    diverged = manifest.get("diverged") or {}
-    return TrainedRun(spec=spec, parameters=manifest["trainable_parameters"], train_seconds=manifest["wall_seconds"],
-                      diverged_epoch=diverged.get("epoch"))
-
-
 def configure_threads(threads: int | None) -> None:
-    """Limit TensorFlow's thread pools; a no-op once TensorFlow has started executing ops."""
+    """Set TensorFlow's thread pools; a process whose TensorFlow already runs on another count is refused (the
+    count is part of a run's key: its numbers depend on it)."""
     if not threads:
         return
     import tensorflow as tf
@@ -76,7 +53,10 @@ def configure_threads(threads: int | None) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
-        pass  # already initialised in this process: the first run's setting stays
+        running = tf.config.threading.get_intra_op_parallelism_threads()
+        if running not in (0, threads):  # 0: set by no one (a test's process); a worker process sets it first
+            raise ValueError(f"this process's TensorFlow already runs on {running} thread(s); the run was planned "
+                             f"for {threads}: train it in a fresh process") from None
 
 
 def _seed_initial_weights(model, seed: int) -> None:
@@ -107,17 +87,30 @@ def _first_kernel_layer(model):
 
 
 class _Recorder:
-    """Per epoch: the tracked kernel's histogram and each kernel's gradient norm on a fixed probe batch."""
+    """Per epoch: the tracked kernel's histogram, and each kernel's gradient norm over a fixed probe: the mean
+    and the standard deviation of its norm over the probe's training-size batches."""
 
-    def __init__(self, model, probe: tuple[np.ndarray, np.ndarray]) -> None:
+    def __init__(self, model, probe: tuple[np.ndarray, np.ndarray], batch_size: int) -> None:
         import keras
         import tensorflow as tf
 
         self.model = model
         self.kernel_layer = _first_kernel_layer(model)
         self.kernel_layers = [layer for layer in model.layers if hasattr(layer, "kernel")]
-        self.loss_function = keras.losses.SparseCategoricalCrossentropy()
-        self.probe = (tf.constant(probe[0]), tf.constant(probe[1]))
+        loss_function = keras.losses.SparseCategoricalCrossentropy()
+        kernels = [layer.kernel for layer in self.kernel_layers]
+        batches = max(1, len(probe[1]) // batch_size)  # whole batches only: each norm is of one training step's size
+        size = min(batch_size, len(probe[1]))
+        self.probe = tf.data.Dataset.from_tensor_slices((probe[0][: batches * size], probe[1][: batches * size])
+                                                        ).batch(size)
+
+        @tf.function(reduce_retracing=True)
+        def norms(images, labels):
+            with tf.GradientTape() as tape:
+                loss = loss_function(labels, model(images, training=False))
+            return tf.stack([tf.norm(gradient) for gradient in tape.gradient(loss, kernels)])
+
+        self._norms = norms
 
     def histogram(self, epoch: int) -> list[dict]:
         counts, edges = np.histogram(np.asarray(self.kernel_layer.kernel).ravel(), bins=HISTOGRAM_BINS)
@@ -125,13 +118,11 @@ class _Recorder:
                  "count": int(count)} for left, right, count in zip(edges[:-1], edges[1:], counts)]
 
     def gradients(self, epoch: int) -> list[dict]:
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = self.loss_function(self.probe[1], self.model(self.probe[0], training=False))
-        grads = tape.gradient(loss, [layer.kernel for layer in self.kernel_layers])
-        return [{"epoch": epoch, "layer": layer.name, "gradient_norm": float(tf.norm(grad))}
-                for layer, grad in zip(self.kernel_layers, grads)]
+        per_batch = np.stack([self._norms(images, labels).numpy() for images, labels in self.probe])
+        means, spreads = per_batch.mean(axis=0), per_batch.std(axis=0, ddof=1) if len(per_batch) > 1 else 0 * per_batch[0]
+        return [{"epoch": epoch, "layer": layer.name, "gradient_norm": float(mean), "gradient_norm_sd": float(spread),
+                 "probe_batches": len(per_batch)}
+                for layer, mean, spread in zip(self.kernel_layers, means, spreads)]
 
 
 @dataclass
@@ -160,51 +151,15 @@ class _State:
         return cls(epoch, upto(folder.history), upto(folder.gradients), upto(folder.kernel_histograms))
 
 
-@dataclass(frozen=True)
-class Start:
-    """Where a lineage's training resumes: a saved state after `epoch` epochs, from a run folder or a checkpoint."""
-
-    epoch: int
-    folder: RunFolder
-    source: str  # the run id, or "checkpoint"
-
-
-def checkpoints_of(runs_dir: Path, spec: RunSpec) -> Path:
-    """The folder of a lineage's per-epoch checkpoints (the latest one is kept until the lineage is done)."""
-    return runs_dir / ".checkpoints" / f"{spec.model}-{spec.lineage[:16]}"
-
-
-def find_start(spec: RunSpec, runs_dir: Path, up_to: int, exclude: frozenset[str] = frozenset()) -> Start | None:
-    """The furthest saved state of `spec`'s lineage at or before epoch `up_to`: a finished run (not one of
-    `exclude`, the runs about to be written), else a checkpoint."""
-    candidates = []
-    for manifest_path in runs_dir.glob("*/manifest.json"):
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            continue
-        epochs = manifest.get("parameters", {}).get("epochs", 0)
-        if manifest.get("lineage") == spec.lineage and 0 < epochs <= up_to and manifest_path.parent.name not in exclude:
-            candidates.append(Start(epochs, RunFolder(manifest_path.parent), manifest_path.parent.name))
-    for marker in checkpoints_of(runs_dir, spec).glob("epoch-*/state.json"):
-        epoch = json.loads(marker.read_text())["epoch"]
-        if 0 < epoch <= up_to:
-            candidates.append(Start(epoch, RunFolder(marker.parent), "checkpoint"))
-    for start in sorted(candidates, key=lambda item: (-item.epoch, item.source == "checkpoint")):
-        if start.source == "checkpoint" or read_manifest(start.folder) is not None:
-            return start
-    return None
-
-
 def train_run(spec: RunSpec, train_path: str | os.PathLike[str], test_path: str | os.PathLike[str],
-              folder: RunFolder, *, threads: int | None = None, log: Callable[[str], None] = print) -> TrainedRun:
+              folder: RunFolder, *, log: Callable[[str], None] = print) -> TrainedRun:
     """Train `spec` (continuing the furthest saved state of its lineage) and write its run folder."""
-    (trained,) = train_lineage([spec], train_path, test_path, {spec.run_id: folder}, threads=threads, log=log)
+    (trained,) = train_lineage([spec], train_path, test_path, {spec.run_id: folder}, log=log)
     return trained
 
 
 def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test_path: str | os.PathLike[str],
-                  folders: dict[str, RunFolder], *, threads: int | None = None, resume: bool = True,
+                  folders: dict[str, RunFolder], *, resume: bool = True,
                   after_run: AfterRun | None = None, log: Callable[[str], None] = print) -> list[TrainedRun]:
     """Train one lineage (specs equal but for their epochs) once, writing each spec's run folder at its epoch.
 
@@ -226,16 +181,16 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
                 and (manifest := read_manifest(folders[spec.run_id])) is not None}
     pending = [spec for spec in specs if spec.run_id not in finished]
     written = {run.spec.run_id: run for run in _train_pending(
-        pending, train_path, test_path, folders, runs_dir, checkpoints, threads, resume, after_run, log)} \
+        pending, train_path, test_path, folders, runs_dir, checkpoints, resume, after_run, log)} \
         if pending else {}
     return [written.get(spec.run_id) or trained_run(spec, finished[spec.run_id]) for spec in specs]
 
 
 def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[str, RunFolder], runs_dir: Path,
-                   checkpoints: Path, threads: int | None, resume: bool, after_run: AfterRun | None,
+                   checkpoints: Path, resume: bool, after_run: AfterRun | None,
                    log: Callable[[str], None]) -> list[TrainedRun]:
     """Train a lineage's unfinished runs (in epoch order) from its furthest usable saved state."""
-    configure_threads(threads)
+    configure_threads(specs[0].threads)
     import keras
     import tensorflow as tf
 
@@ -245,7 +200,7 @@ def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[st
     tf.config.experimental.enable_op_determinism()
     train = data_lib.stratified_subset(data_lib.load_split(train_path), spec.train_subset, spec.seed)
     test = data_lib.load_split(test_path)
-    probe_rows = np.random.default_rng(spec.seed).choice(len(train), min(GRADIENT_BATCH, len(train)), replace=False)
+    probe_rows = np.random.default_rng(spec.seed).choice(len(train), min(GRADIENT_PROBE, len(train)), replace=False)
     # Any saved state up to the first run still to write: a finished shorter run or a checkpoint.
     start = find_start(spec, runs_dir, specs[0].epochs, frozenset(run.run_id for run in specs)) if resume else None
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -253,7 +208,7 @@ def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[st
     live = RunFolder(temporary_directory(checkpoints / "live"))
     try:
         model, state = _begin(spec, start, live, probe_rows, train, log)
-        recorder = _Recorder(model, (train.images[probe_rows], train.labels[probe_rows]))
+        recorder = _Recorder(model, (train.images[probe_rows], train.labels[probe_rows]), spec.batch_size)
         feed = Feeder(train.images, train.labels)
         validation = Feeder(test.images, test.labels).batches(VALIDATION_BATCH)
         if start is None:
@@ -269,7 +224,7 @@ def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[st
                         and state.epoch not in {other.epochs for other in specs}):
                     _checkpoint(live, state.epoch, checkpoints)
             trained.append(_materialize(target, model, state, live, folders[target.run_id], start, len(train),
-                                        test, threads, time.perf_counter() - began, started_unix,
+                                        test, spec.threads, time.perf_counter() - began, started_unix,
                                         after_run, log))
     finally:
         shutil.rmtree(live.path, ignore_errors=True)

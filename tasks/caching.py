@@ -15,7 +15,7 @@ from mnist_models import outputs, tables
 from mnist_models.engine import Engine
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import StageStore
-from mnist_models.runs import RunRecords
+from mnist_models.run_records import RunRecords
 
 def study_engine(layout: ArtifactsLayout, refresh: Iterable[str] = (), log: Callable[[str], None] = print) -> Engine:
     """The stage engine of one artifacts root: records under `.cache/stages/`, a run's in its folder's manifest."""

@@ -7,15 +7,17 @@ model file, test split, prediction code or library version, are made again in a 
 
 from __future__ import annotations
 
+import os
+
 from prefect import get_run_logger, task
 
 from mnist_models import evaluation as evaluation_lib
 from mnist_models.isolation import run_isolated
 from mnist_models.layout import ArtifactsLayout, RunFolder
 from mnist_models.placement import slot_environment
-from mnist_models.provenance import TRAINING_LIBRARIES, code_closure, digest, library_versions
+from mnist_models.provenance import TRAINING_LIBRARIES, code_closure, digest, library_versions, numerics_environment
 from mnist_models.records import PreparedData, Scores, TrainedRun
-from mnist_models.training import read_manifest
+from mnist_models.runs import read_manifest
 
 
 def model_hash(folder: RunFolder) -> str:
@@ -24,9 +26,10 @@ def model_hash(folder: RunFolder) -> str:
 
 
 def prediction_stamp(data: PreparedData) -> dict[str, str]:
-    """What a run's predictions depend on besides its model file: the test split, the code, the libraries."""
+    """What a run's predictions depend on besides its model file: the test split, the code, the libraries and
+    the environment that changes TensorFlow's numerics."""
     return {"test": data.test_hash, "code": digest(code_closure("mnist_models.prediction")),
-            "versions": digest(library_versions(TRAINING_LIBRARIES))}
+            "versions": digest({**library_versions(TRAINING_LIBRARIES), **numerics_environment(os.environ)})}
 
 
 @task(task_run_name="evaluate {trained.spec.model} lr={trained.spec.learning_rate} e={trained.spec.epochs}",

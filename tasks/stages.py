@@ -21,9 +21,9 @@ from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import (ANALYSIS_LIBRARIES, FIGURE_LIBRARIES, REPORT_LIBRARIES, StageKey, code_closure,
                                      digest, library_versions, package_files)
 from mnist_models.records import EvaluatedRun, FailedRun, PlannedRun, PreparedData, Scores, StudyResult
-from mnist_models.runs import RunRecords, spec_key
+from mnist_models.run_records import RunRecords, spec_key
 from mnist_models.table_builders import failures_frame
-from mnist_models.training import read_manifest, trained_run
+from mnist_models.runs import read_manifest, trained_run
 from tasks.caching import decisions_table, write_decisions
 from tasks.evaluation import evaluate_model, model_hash
 from tasks.figures import render_figures

@@ -1,20 +1,44 @@
-"""The study's architectures, one module each, picked by name from a registry.
+"""The study's architectures, one module each, and the registry that says everything else about a model.
 
-The registry names modules instead of importing them, so naming a model or hashing its code
-(for the training cache) never imports Keras. A run's key holds its builder's module and, of this
-file, only its own entry of ARCHITECTURES (planning.run_spec): adding a model retrains no other.
+A model is one `ModelSpec`: its builder (module and function), the description the report gives it,
+and its measured cost. Planning and the report read it; nothing else names a model's facts. The
+registry names modules instead of importing them, so naming a model or hashing its code (for the
+training cache) never imports Keras. A run's key holds its builder's module and, of this file, only
+the builder fields of its own entry (planning.run_spec): adding a model, or rewording a description,
+retrains nothing.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
-# model name -> (module, builder function); a dict literal, so that a run's key can keep its entry alone
-ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "dnn": ("mnist_models.architectures.dnn", "build_dnn"),
-    "convnet": ("mnist_models.architectures.convnet", "build_convnet"),
-    "resnet": ("mnist_models.architectures.resnet", "build_resnet"),
-    "resnet_plain": ("mnist_models.architectures.resnet", "build_resnet_plain"),
+
+class ModelSpec(NamedTuple):
+    """One model: where its builder is, how the report describes it, what an epoch costs on 2 cores."""
+
+    module: str
+    builder: str
+    description: str
+    # Seconds per training epoch on 60,000 images with validation, measured on the 2-core development machine:
+    # orders the runs until this machine's own manifests say better (planning.epoch_costs).
+    epoch_seconds: float
+
+
+BUILDER_FIELDS = ("module", "builder")  # of an entry, what training runs (and a run's key holds)
+# A dict literal of ModelSpec(...) calls with keywords, so that a run's key can keep its entry's builder fields alone.
+ARCHITECTURES: dict[str, ModelSpec] = {
+    "dnn": ModelSpec(module="mnist_models.architectures.dnn", builder="build_dnn",
+                     description="a dense network on the flattened pixels (study figure 2.1)", epoch_seconds=4.3),
+    "convnet": ModelSpec(module="mnist_models.architectures.convnet", builder="build_convnet",
+                         description="a convolutional network alternating convolutions and max pooling "
+                                     "(study figure 2.2)", epoch_seconds=13.3),
+    "resnet": ModelSpec(module="mnist_models.architectures.resnet", builder="build_resnet",
+                        description="a small residual network with a strided 1×1 convolution as its shortcut "
+                                    "(study figure 2.6)", epoch_seconds=43.0),
+    "resnet_plain": ModelSpec(module="mnist_models.architectures.resnet", builder="build_resnet_plain",
+                              description="the same residual network without its shortcut, trained only for "
+                                          "section 3", epoch_seconds=43.0),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 
@@ -28,6 +52,6 @@ def check_model_name(name: str) -> str:
 
 def build_model(name: str, input_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10):
     """Build the uncompiled keras.Model registered under `name`."""
-    module_name, function_name = ARCHITECTURES[check_model_name(name)]
-    builder = getattr(importlib.import_module(module_name), function_name)
+    spec = ARCHITECTURES[check_model_name(name)]
+    builder = getattr(importlib.import_module(spec.module), spec.builder)
     return builder(input_shape=input_shape, num_classes=num_classes)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mnist_models import outputs
 from mnist_models.findings.numbers import Number, none_if_missing
@@ -42,9 +44,19 @@ class GradientExperiment(Record):
     target_without: Number  # target_layer's mean gradient norm without the shortcut
     target_with: Number
     ratio: Number  # target_with ÷ target_without; None when either is missing or the denominator is zero
-    effect: Literal["increased", "lowered", "unchanged"] | None  # what the shortcut did to target_layer's gradient
+    # What the shortcut did to target_layer's gradient, by the interval below: "increased" when it lies above 1,
+    # "lowered" below 1, "unchanged" when it holds 1; None without an interval.
+    effect: Literal["increased", "lowered", "unchanged"] | None
     seeds: int = 1  # the means above pool this many seeds
     per_seed: SeedRatios | None = None  # None with one seed
+    # The shortcut's effect as a ratio with its 95% interval: the geometric mean of target_layer's with ÷ without
+    # ratio, epoch by epoch, and a t-interval on its logarithm over the seeds (each seed's mean over the epochs),
+    # or over the epochs of the one seed (consecutive epochs are not independent: a rougher interval).
+    typical_ratio: Number = None
+    ratio_low: Number = None
+    ratio_high: Number = None
+    interval_over: Literal["seeds", "epochs"] | None = None
+    replicates: int = 0  # the seeds, or the epochs, the interval is over
 
 
 def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
@@ -61,6 +73,7 @@ def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
     without, with_ = mean(TARGET_LAYER, plain), mean(TARGET_LAYER, shortcut)
     ratio = _ratio(with_, without)
     seeds = gradients["seed"].nunique()
+    interval = _ratio_interval(gradients, plain, shortcut)
     return GradientExperiment(
         models=tuple(str(model) for model in models),
         first_epoch=int(gradients["epoch"].min()),
@@ -73,10 +86,40 @@ def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
         target_without=without,
         target_with=with_,
         ratio=ratio,
-        effect=None if ratio is None else "increased" if ratio > 1 else "lowered" if ratio < 1 else "unchanged",
+        effect=_effect(interval),
         seeds=max(int(seeds), 1),
         per_seed=_seed_ratios(gradients, plain, shortcut) if seeds > 1 else None,
+        **interval,
     )
+
+
+def _ratio_interval(gradients: pd.DataFrame, plain: str | None, shortcut: str | None,
+                    confidence: float = 0.95) -> dict:
+    """target_layer's with ÷ without ratio as a geometric mean with a t-interval on its log, over the seeds (or
+    the epochs of a single seed); empty when there are fewer than two positive pairs to go on."""
+    if plain is None or shortcut is None:
+        return {}
+    target = gradients[gradients["layer"] == TARGET_LAYER]
+    norms = target.pivot_table(index=["seed", "epoch"], columns="model", values="gradient_norm", aggfunc="mean")
+    if plain not in norms.columns or shortcut not in norms.columns:
+        return {}
+    pairs = norms[[plain, shortcut]].dropna()
+    pairs = pairs[(pairs > 0).all(axis=1)]
+    logs = np.log(pairs[shortcut] / pairs[plain])
+    seeds = logs.index.get_level_values("seed").nunique()
+    samples, over = (logs.groupby(level="seed").mean(), "seeds") if seeds > 1 else (logs, "epochs")
+    if len(samples) < 2:
+        return {}
+    center, spread = float(samples.mean()), float(samples.std(ddof=1)) / np.sqrt(len(samples))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(samples) - 1)) * spread
+    return {"typical_ratio": float(np.exp(center)), "ratio_low": float(np.exp(center - half)),
+            "ratio_high": float(np.exp(center + half)), "interval_over": over, "replicates": len(samples)}
+
+
+def _effect(interval: dict) -> Literal["increased", "lowered", "unchanged"] | None:
+    if not interval:
+        return None
+    return "increased" if interval["ratio_low"] > 1 else "lowered" if interval["ratio_high"] < 1 else "unchanged"
 
 
 def _seed_ratios(gradients: pd.DataFrame, plain: str | None, shortcut: str | None) -> SeedRatios | None:

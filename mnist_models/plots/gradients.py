@@ -53,7 +53,10 @@ def plot_kernel_histograms(histograms: Mapping[str, pd.DataFrame]) -> Figure:
 
 
 def plot_gradient_norms(gradients: Mapping[str, pd.DataFrame]) -> Figure:
-    """Gradient norm per layer over epochs, one log-scale panel per variant, shared y range."""
+    """Gradient norm per layer over epochs, one log-scale panel per variant, shared y range.
+
+    A frame with a `seed` column of several seeds draws each layer's mean across seeds with a min–max band.
+    """
     require_mapping(gradients, "gradient norms", "variant label")
     prepared: dict[str, pd.DataFrame] = {}
     for variant, frame in gradients.items():
@@ -64,11 +67,12 @@ def plot_gradient_norms(gradients: Mapping[str, pd.DataFrame]) -> Figure:
                 "epoch": integer_column(frame, "epoch", where),
                 "layer": frame["layer"].astype(str).to_numpy(),
                 "gradient_norm": numeric_column(frame, "gradient_norm", where),
+                "seed": integer_column(frame, "seed", where) if "seed" in frame else 0,
             }
         )
         if (table["gradient_norm"] < 0).any():
             raise ValueError(f"{where}: gradient norms must be non-negative")
-        refuse_repeated_rows(table, ("epoch", "layer"), where)
+        refuse_repeated_rows(table, ("seed", "epoch", "layer"), where)
         prepared[variant] = table
     if all((table["gradient_norm"] <= 0).all() for table in prepared.values()):
         raise ValueError("every gradient norm is zero; there is nothing to show on a logarithmic scale")
@@ -77,14 +81,19 @@ def plot_gradient_norms(gradients: Mapping[str, pd.DataFrame]) -> Figure:
     for axes, (variant, table) in zip(panels, prepared.items()):
         layers = list(dict.fromkeys(table["layer"]))  # network order = first appearance
         palette = colormaps["viridis"](np.linspace(0.0, 0.9, max(len(layers), 2)))
+        seeds = table["seed"].nunique()
         for color, layer in zip(palette, layers):
-            rows = table[table["layer"] == layer].sort_values("epoch")
-            axes.plot(rows["epoch"], rows["gradient_norm"], marker="o", markersize=3, color=color, label=layer)
+            per_epoch = (table[table["layer"] == layer].groupby("epoch")["gradient_norm"]
+                         .agg(["mean", "min", "max"]).sort_index())
+            axes.plot(per_epoch.index, per_epoch["mean"], marker="o", markersize=3, color=color, label=layer)
+            if seeds > 1:
+                axes.fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"], color=color, alpha=0.18,
+                                  linewidth=0)
         axes.set_yscale("log", nonpositive="mask")
         axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         axes.yaxis.set_tick_params(labelleft=True)
         axes.grid(True, which="major", alpha=0.3)
-        axes.set_title(variant, fontsize=11)
+        axes.set_title(variant if seeds < 2 else f"{variant}: mean and min–max of {seeds} seeds", fontsize=11)
         axes.set_xlabel("epoch")
         axes.set_ylabel("gradient norm (log scale)")
         axes.legend(

@@ -11,13 +11,16 @@ from tests.mnist_models.test_planning import config
 
 @pytest.mark.parametrize(("workers", "runs", "cores", "memory_mb", "parallel", "threads"), [
     (None, 14, 2, 24_000, 2, 1), (None, 1, 2, 24_000, 1, 2), (1, 14, 2, 24_000, 1, 2), (4, 3, 8, 24_000, 3, 2),
-    (None, 0, 2, 24_000, 1, 2), (None, 14, 8, 3_000, 2, 4), (None, 14, 8, 500, 1, 8)])
+    (None, 0, 2, 24_000, 1, 2), (None, 14, 8, 3_000, 2, 1), (None, 14, 8, 500, 1, 1), (None, 2, 8, 500, 1, 4)])
 def test_cores_and_memory_bound_the_runs_that_train_at_once(workers, runs, cores, memory_mb, parallel, threads):
+    """Memory bounds how many train at once, never their threads: the count is in each run's key, and free memory
+    changes from minute to minute."""
     capacity = Capacity(cores=cores, available_mb=memory_mb, run_mb=1500)
     study = config(workers=workers)
     assert parallel_runs(study, runs, capacity) == parallel
-    assert threads_per_worker(study, runs, capacity) == threads
-    assert threads_per_worker(config(dask_address="tcp://x:8786"), runs, capacity) is None
+    assert threads_per_worker(study, runs, cores) == threads
+    assert threads_per_worker(config(dask_address="tcp://x:8786"), runs, cores) == 1
+    assert threads_per_worker(config(threads=3, dask_address="tcp://x:8786"), runs, cores) == 3
 
 
 def test_more_workers_than_memory_holds_is_refused_with_the_numbers():
@@ -39,8 +42,7 @@ def test_a_run_s_memory_comes_from_earlier_manifests(tmp_path):
 
 def test_threads_follow_the_lineages_that_train_not_the_runs():
     """The ResNet 10/20 lineage alone: two runs, one process, both cores."""
-    capacity = Capacity(cores=2, available_mb=16_000, run_mb=1_000)
-    assert threads_per_worker(config(), 1, capacity) == 2
-    assert threads_per_worker(config(), 2, capacity) == 1
+    assert threads_per_worker(config(), 1, 2) == 2
+    assert threads_per_worker(config(), 2, 2) == 1
 
 

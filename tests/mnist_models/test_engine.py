@@ -180,3 +180,11 @@ def test_a_stage_without_a_record_runs_every_time(tmp_path):
         ledger = engine(tmp_path)
         assert ledger.run([nightly], run_inline)["gate"].results == {STUDY: "decided"} and ledger.decisions == []
     assert len(runs) == 2
+
+
+def test_an_item_recomputed_for_its_upstream_also_names_its_own_damaged_files(tmp_path):
+    engine(tmp_path).run(Toy(tmp_path).stages())
+    (tmp_path / "total.txt").unlink()
+    lines: list[str] = []
+    engine(tmp_path, lines=lines).run(Toy(tmp_path, code="v2").stages())
+    assert "total study: recomputed (upstream recomputed (square); outputs missing (total.txt))" in lines

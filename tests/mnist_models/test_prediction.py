@@ -10,7 +10,8 @@ from mnist_models.hashing import file_sha256
 from mnist_models.layout import RunFolder
 from mnist_models.planning import run_spec
 from mnist_models.prediction import KeepPredictions, read_stamp
-from mnist_models.training import read_manifest, train_lineage
+from mnist_models.runs import read_manifest
+from mnist_models.training import train_lineage
 
 STAMP = {"test": "test-split-hash", "code": "prediction-code-digest", "versions": "library-versions-digest"}
 
@@ -20,7 +21,7 @@ def trained_folder(small_splits, tmp_path_factory):
     """A convnet trained one epoch on 500 images, its predictions kept by training."""
     spec = run_spec("convnet", 0.001, 1, 32, 7, 500, "mnist", "test-data-hash")
     folder = RunFolder(tmp_path_factory.mktemp("runs") / spec.run_id)
-    train_lineage([spec], small_splits["train"], small_splits["test"], {spec.run_id: folder}, threads=1,
+    train_lineage([spec], small_splits["train"], small_splits["test"], {spec.run_id: folder},
                   after_run=KeepPredictions(STAMP), log=lambda _: None)
     return folder
 

@@ -404,7 +404,9 @@ def test_conclusion_reports_the_gradient_ratio(tables, figures, report_dir):
     gradients = tables["gradient_norms"]
     target = gradients[gradients["layer"] == "target_layer"].groupby("model")["gradient_norm"].mean()
     ratio = target["resnet"] / target["resnet_plain"]
-    assert f"a ratio of {ratio:.2f}, so the shortcut increased the gradient" in conclusion
+    assert f"the norm with the shortcut is {ratio:.2f} times the norm without it" in conclusion
+    assert "over 5 epochs, which are not independent" in conclusion
+    assert "the shortcut significantly increased the gradient" in conclusion
 
 
 def test_changing_the_numbers_changes_the_conclusion(tables, figures, report_dir):
@@ -429,7 +431,8 @@ def test_changing_the_numbers_changes_the_conclusion(tables, figures, report_dir
     assert "No learning rate diverged" in after and "diverged for every model" not in after
     assert "finds 0 of 3 pairwise difference(s) significant" in after
     assert "Its lead over resnet is not statistically significant" in after
-    assert "a ratio of 0.50, so the shortcut did not increase the gradient" in after
+    assert "is 0.50 times the norm without it" in after
+    assert "the shortcut did not increase the gradient reaching the first layer; it significantly lowered it" in after
 
 
 def test_scale_caveat_appears_only_when_the_run_trained_less_than_the_study(tables, figures, report_dir):

@@ -6,8 +6,8 @@ from mnist_models.atomic_files import write_json
 from mnist_models.engine import Engine, Stage
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.planning import plan_runs
-from mnist_models.runs import RunRecords, spec_key
-from mnist_models.training import folder_hashes
+from mnist_models.run_records import RunRecords, spec_key
+from mnist_models.runs import folder_hashes
 from tests.mnist_models.test_planning import config
 
 

@@ -9,7 +9,8 @@ import pytest
 from mnist_models.layout import RunFolder
 from mnist_models.planning import run_spec
 from mnist_models.records import RunSpec
-from mnist_models.training import read_manifest, train_run
+from mnist_models.runs import read_manifest
+from mnist_models.training import train_run
 
 
 def spec_for(model: str, epochs: int = 1, seed: int = 3, learning_rate: float = 0.001) -> RunSpec:
@@ -21,7 +22,7 @@ def test_one_run_writes_a_complete_trustworthy_folder(model, small_splits, tmp_p
     spec = spec_for(model)
     lines = []
     folder = RunFolder(tmp_path / spec.run_id)
-    trained = train_run(spec, small_splits["train"], small_splits["test"], folder, threads=2, log=lines.append)
+    trained = train_run(spec, small_splits["train"], small_splits["test"], folder, log=lines.append)
     run_dir = folder.path
     for path in folder.training_files:
         assert path.exists(), path
@@ -52,7 +53,7 @@ def test_same_seed_same_history_and_another_seed_differs(small_splits, tmp_path)
     for label, seed in (("first", 11), ("again", 11), ("other", 12)):
         spec = spec_for("dnn", epochs=2, seed=seed)
         folder = RunFolder(tmp_path / label / spec.run_id)  # separate runs folders: nothing to continue from
-        train_run(spec, small_splits["train"], small_splits["test"], folder, threads=1, log=lambda _: None)
+        train_run(spec, small_splits["train"], small_splits["test"], folder, log=lambda _: None)
         runs[label] = pd.read_parquet(folder.history).drop(columns="seconds")
     pd.testing.assert_frame_equal(runs["first"], runs["again"])
     assert not runs["first"].equals(runs["other"])
@@ -117,13 +118,13 @@ def test_continuing_a_shorter_run_is_the_same_as_training_straight_through(small
 
     short, long = spec_for("dnn", epochs=1), spec_for("dnn", epochs=3)
     straight = {spec.run_id: RunFolder(tmp_path / "straight" / spec.run_id) for spec in (short, long)}
-    records = train_lineage([long, short], small_splits["train"], small_splits["test"], straight, threads=1,
+    records = train_lineage([long, short], small_splits["train"], small_splits["test"], straight,
                             log=lambda _: None)
     assert [record.spec.epochs for record in records] == [1, 3]  # one training wrote both, the shorter on the way
     lines = []
     continued = {spec.run_id: RunFolder(tmp_path / "continued" / spec.run_id) for spec in (short, long)}
-    train_run(short, small_splits["train"], small_splits["test"], continued[short.run_id], threads=1, log=print)
-    train_run(long, small_splits["train"], small_splits["test"], continued[long.run_id], threads=1, log=lines.append)
+    train_run(short, small_splits["train"], small_splits["test"], continued[short.run_id], log=print)
+    train_run(long, small_splits["train"], small_splits["test"], continued[long.run_id], log=lines.append)
     assert lines[0] == f"{long.run_id}: continuing from epoch 1 of {short.run_id}" and len(lines) == 3
 
     # Exactly equal: the data order of an epoch depends on (seed, epoch) alone, and the optimizer state is saved.
@@ -155,7 +156,7 @@ def test_a_killed_training_resumes_at_its_last_checkpoint(small_splits, tmp_path
               "def log(line):\n    print(line, flush=True)\n    time.sleep(60 if 'epoch 3/' in line else 0)\n"
               "spec = RunSpec.from_json(sys.argv[1])\n"
               "from pathlib import Path\n"
-              "train_run(spec, sys.argv[2], sys.argv[3], RunFolder(Path(sys.argv[4])), threads=1, log=log)\n")
+              "train_run(spec, sys.argv[2], sys.argv[3], RunFolder(Path(sys.argv[4])), log=log)\n")
     process = subprocess.Popen([sys.executable, "-c", script, spec.to_json(), str(small_splits["train"]),
                                 str(small_splits["test"]), str(folder.path)], stdout=subprocess.PIPE, text=True)
     checkpoint = None
@@ -168,11 +169,11 @@ def test_a_killed_training_resumes_at_its_last_checkpoint(small_splits, tmp_path
     assert checkpoint is not None and not folder.path.exists()
 
     lines = []
-    train_run(spec, small_splits["train"], small_splits["test"], folder, threads=1, log=lines.append)
+    train_run(spec, small_splits["train"], small_splits["test"], folder, log=lines.append)
     assert lines[0] == f"{spec.run_id}: continuing from epoch 2 of checkpoint"
     assert [line.split(": ")[1].split(" loss")[0] for line in lines[1:]] == ["epoch 3/4", "epoch 4/4"]
     straight = RunFolder(tmp_path / "straight" / spec.run_id)
-    train_run(spec, small_splits["train"], small_splits["test"], straight, threads=1, log=lambda _: None)
+    train_run(spec, small_splits["train"], small_splits["test"], straight, log=lambda _: None)
     pd.testing.assert_frame_equal(_history(straight), _history(folder))
     assert read_manifest(folder)["continued_from"] == {"epoch": 2, "source": "checkpoint"}
 
@@ -188,7 +189,7 @@ def test_lineages_trained_one_after_another_in_a_worker_equal_lineages_trained_i
 
     def train(call, spec, place):
         folder = RunFolder(tmp_path / place / spec.run_id)
-        call(train_run, spec, small_splits["train"], small_splits["test"], folder, threads=1, log=lambda _: None)
+        call(train_run, spec, small_splits["train"], small_splits["test"], folder, log=lambda _: None)
         weights = keras.saving.load_model(folder.model).get_weights()
         return pd.read_parquet(folder.history).drop(columns="seconds"), weights
 
@@ -213,11 +214,11 @@ def test_a_lineage_keeps_its_finished_runs_and_trains_only_the_rest(small_splits
 
     short, long = spec_for("dnn", epochs=1), spec_for("dnn", epochs=3)
     folders = {spec.run_id: RunFolder(tmp_path / spec.run_id) for spec in (short, long)}
-    train_lineage([short, long], small_splits["train"], small_splits["test"], folders, threads=1, log=lambda _: None)
+    train_lineage([short, long], small_splits["train"], small_splits["test"], folders, log=lambda _: None)
     written = folders[short.run_id].manifest.stat().st_mtime_ns
     shutil.rmtree(folders[long.run_id].path)
     lines = []
-    records = train_lineage([short, long], small_splits["train"], small_splits["test"], folders, threads=1,
+    records = train_lineage([short, long], small_splits["train"], small_splits["test"], folders,
                             log=lines.append)
     assert [record.spec.epochs for record in records] == [1, 3]
     assert folders[short.run_id].manifest.stat().st_mtime_ns == written
@@ -228,14 +229,15 @@ def test_a_lineage_keeps_its_finished_runs_and_trains_only_the_rest(small_splits
 def test_training_afresh_clears_the_lineage_s_checkpoints(small_splits, tmp_path):
     """--refresh train: a checkpoint beyond this run's epochs (an earlier, longer run killed) must not survive to
     be continued by a later run."""
-    from mnist_models.training import checkpoints_of, train_lineage
+    from mnist_models.runs import checkpoints_of
+    from mnist_models.training import train_lineage
 
     spec = spec_for("dnn", epochs=2)
     folder = RunFolder(tmp_path / spec.run_id)
     planted = checkpoints_of(tmp_path, spec) / "epoch-0007"
     planted.mkdir(parents=True)
     (planted / "state.json").write_text('{"epoch": 7}')
-    train_lineage([spec], small_splits["train"], small_splits["test"], {spec.run_id: folder}, threads=1,
+    train_lineage([spec], small_splits["train"], small_splits["test"], {spec.run_id: folder},
                   resume=False, log=lambda _: None)
     assert not planted.exists() and read_manifest(folder)["continued_from"] is None
 
@@ -247,10 +249,10 @@ def test_every_run_declares_its_hyperparameters_to_tensorboard_s_hparams_dashboa
 
     short, long = spec_for("dnn", epochs=1), spec_for("dnn", epochs=2)
     folders = {spec.run_id: RunFolder(tmp_path / spec.run_id) for spec in (short, long)}
-    train_run(short, small_splits["train"], small_splits["test"], folders[short.run_id], threads=1,
+    train_run(short, small_splits["train"], small_splits["test"], folders[short.run_id],
               log=lambda _: None)
     train_lineage([long], small_splits["train"], small_splits["test"], {long.run_id: folders[long.run_id]},
-                  threads=1, log=lambda _: None)  # continues the 1-epoch run
+                  log=lambda _: None)  # continues the 1-epoch run
     for spec in (short, long):
         declared = read_hparams(folders[spec.run_id].tensorboard)
         assert declared == {"model": "dnn", "learning_rate": spec.learning_rate, "epochs": spec.epochs,

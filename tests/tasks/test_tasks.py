@@ -60,7 +60,7 @@ def one_study(small_splits, tmp_path_factory):
     runs = []
     with disable_run_logger():
         for planned in plan_runs(config, "h"):
-            (trained,) = train_model.fn([planned.spec], data, layout, threads=1)
+            (trained,) = train_model.fn([planned.spec], data, layout)
             runs.append(EvaluatedRun(trained=trained, scores=evaluate_model.fn(trained, data, layout),
                                      roles=planned.roles))
     return StudyRuns(tuple(runs), layout, ("dnn", "convnet"))

@@ -19,6 +19,7 @@ def test_gradient_ratio_of_the_target_layer_with_over_without_shortcut():
     assert (gradient.first_epoch, gradient.last_epoch) == (0, 1)
     assert gradient.target_without == pytest.approx(0.003) and gradient.target_with == pytest.approx(0.009)
     assert gradient.ratio == pytest.approx(3.0) and gradient.effect == "increased"
+    assert (gradient.typical_ratio, gradient.interval_over, gradient.replicates) == (pytest.approx(3.0), "epochs", 2)
     layers = {layer.layer: layer for layer in gradient.layers}
     assert list(layers) == ["target_layer", "shortcut", "dense"]
     assert layers["shortcut"].mean_norms == (None, 0.5) and layers["shortcut"].with_over_without is None
@@ -34,9 +35,25 @@ def test_gradient_without_a_pair_or_with_a_zero_gradient_has_no_ratio():
 
 
 def test_a_shortcut_that_lowers_the_gradient():
+    table = pd.DataFrame(gradient_rows("resnet", {"target_layer": [0.01, 0.011, 0.009]})
+                         + gradient_rows("resnet_plain", {"target_layer": [0.02, 0.021, 0.019]}))
+    gradient = compute_findings({"gradient_norms": table}).gradient
+    assert gradient.effect == "lowered" and gradient.ratio_high < 1
+
+
+def test_one_measurement_gives_no_interval_and_no_verdict():
     table = pd.DataFrame(gradient_rows("resnet", {"target_layer": [0.01]}) + gradient_rows("resnet_plain", {"target_layer": [0.02]}))
     gradient = compute_findings({"gradient_norms": table}).gradient
-    assert (gradient.ratio, gradient.effect) == (0.5, "lowered")
+    assert (gradient.ratio, gradient.effect, gradient.ratio_low) == (0.5, None, None)
+
+
+def test_noisy_epochs_whose_interval_holds_one_are_no_effect():
+    """The old verdict, a ratio of two means, would say "increased" here; the interval says it cannot tell."""
+    table = pd.DataFrame(gradient_rows("resnet", {"target_layer": [0.05, 0.01, 0.04, 0.012]})
+                         + gradient_rows("resnet_plain", {"target_layer": [0.01, 0.03, 0.011, 0.02]}))
+    gradient = compute_findings({"gradient_norms": table}).gradient
+    assert gradient.ratio > 1 and gradient.effect == "unchanged"
+    assert gradient.ratio_low < 1 < gradient.ratio_high
 
 
 def test_with_several_seeds_the_gradient_ratio_is_given_per_seed():
@@ -46,3 +63,6 @@ def test_with_several_seeds_the_gradient_ratio_is_given_per_seed():
     per_seed = gradient.per_seed
     assert per_seed.seeds == SEEDS and per_seed.ratios == pytest.approx((2.75, 2.0, 1.5))
     assert (per_seed.lowest, per_seed.highest, per_seed.increased) == (pytest.approx(1.5), pytest.approx(2.75), 3)
+    # Over 3 seeds (t with 2 degrees of freedom) the interval of ratios 2.75, 2.0 and 1.5 still holds 1.
+    assert (gradient.interval_over, gradient.replicates, gradient.effect) == ("seeds", 3, "unchanged")
+    assert gradient.typical_ratio == pytest.approx((2.75 * 2.0 * 1.5) ** (1 / 3))

@@ -127,3 +127,14 @@ def test_gradient_norm_band_rejects_bad_input(seed_gradients):
         plot_gradient_norm_band(seed_gradients.assign(gradient_norm=-seed_gradients["gradient_norm"]))
     with pytest.raises(ValueError, match="every gradient norm of layer 'target_layer' is zero"):
         plot_gradient_norm_band(seed_gradients.assign(gradient_norm=0.0))
+
+
+def test_gradient_norms_of_several_seeds_draw_a_band_per_layer():
+    rows = [{"seed": seed, "epoch": epoch, "layer": layer, "gradient_norm": scale * (1 + epoch) * (1 + 0.1 * seed)}
+            for seed in (1, 2, 3) for epoch in range(4) for layer, scale in (("target_layer", 0.01), ("dense", 1.0))]
+    figure = plot_gradient_norms({"with shortcut (resnet)": pd.DataFrame(rows)})
+    axes = figure.axes[0]
+    assert len(axes.collections) == 2  # one min–max band per layer
+    target = axes.get_lines()[0]
+    assert np.allclose(target.get_ydata(), [0.01 * (1 + epoch) * 1.2 for epoch in range(4)])  # the mean of the seeds
+    assert "3 seeds" in axes.get_title()
