@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_models.study_reference import TARGET_LAYER
+from mnist_models.tables import to_markdown
 
 
 def gradient_runs(artifacts: Path) -> pd.DataFrame:
@@ -101,9 +102,9 @@ def main() -> None:
              "Before: one fixed batch of 256 training images after each epoch. After: the mean over a fixed probe "
              "of 2,048 training images in training-size batches (64 batches of 32).", "",
              f"## Noise of `{TARGET_LAYER}`'s gradient norm at the plateau (epochs {options.plateau_from} on)", "",
-             "### Before", "", noise(before, options.plateau_from).to_markdown(index=False, floatfmt=".3f"), "",
-             "### After", "", noise(after, options.plateau_from).to_markdown(index=False, floatfmt=".3f"), "",
-             "## Cost of the measure (after)", "", cost(after).to_markdown(index=False, floatfmt=".3f"), ""]
+             "### Before", "", to_markdown(noise(before, options.plateau_from).round(3)), "",
+             "### After", "", to_markdown(noise(after, options.plateau_from).round(3)), "",
+             "## Cost of the measure (after)", "", to_markdown(cost(after).round(3)), ""]
     text = "\n".join(lines)
     (_common.RESULTS_DIR / "gradient_measure.md").write_text(text)
     print(text)
