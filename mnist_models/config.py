@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from mnist_models.architectures import check_model_name
+from mnist_models.architectures import MAX_DEPTH, check_model_name
 from mnist_models.datasets import get_dataset
 from mnist_models.nightly import nightly_seed
 
@@ -33,7 +33,8 @@ MAX_SEEDS = 100  # seeds per cell (--replicates or --seeds): 100 copies of the g
 MAX_WORKERS = 256  # parallel training processes: more than the cores of any one machine we would meet
 MAX_KEEP_NIGHTS = 3650  # ten years of nightly run folders
 _UPPER_LIMITS = {"epochs": MAX_EPOCHS, "gradient_epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE,
-                 "replicates": MAX_SEEDS, "workers": MAX_WORKERS, "threads": MAX_WORKERS, "keep_nights": MAX_KEEP_NIGHTS}
+                 "replicates": MAX_SEEDS, "workers": MAX_WORKERS, "threads": MAX_WORKERS, "keep_nights": MAX_KEEP_NIGHTS,
+                 "gradient_depth": MAX_DEPTH}
 
 # The study's own values of the fields that a profile changes. Those fields default to None, "the profile's value",
 # so that a form that submits every default it shows (the Prefect UI's run form does) leaves them to the profile.
@@ -136,6 +137,10 @@ class StudyConfig(DataConfig):
     gradient_models: tuple[str, ...] = Field(("resnet_plain", "resnet"),
                                              description="models of the gradient experiment ('' for none)")
     gradient_learning_rate: float = Field(0.001, description="learning rate of the gradient experiment")
+    gradient_depth: int | None = Field(
+        None, description=f"blocks of the gradient experiment's pair, 1 to {MAX_DEPTH}: 1 is the study's pair; N above 1 "
+                          "trains resnet_plain_deepN and resnet_deepN (N two-convolution blocks, without and with "
+                          "identity shortcuts) instead (default: 1)")
     gradient_epochs: int | None = Field(
         None,
         description=f"epochs of the gradient experiment (1 to {MAX_EPOCHS}) {_profile_default('gradient_epochs')}")
@@ -228,7 +233,7 @@ class StudyConfig(DataConfig):
             raise ValueError(f"got {len(value)} seeds; expected at most {MAX_SEEDS}")
         return _each_once(value, "seeds") if value is not None else None
 
-    @field_validator("workers", "threads", "train_subset", "replicates")
+    @field_validator("workers", "threads", "train_subset", "replicates", "gradient_depth")
     @classmethod
     def _positive_or_none(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value < 1:
@@ -319,7 +324,15 @@ class StudyConfig(DataConfig):
     @property
     def model_order(self) -> tuple[str, ...]:
         """Every model of this study once, in the study's order (sweep models first)."""
-        return tuple(dict.fromkeys([*self.models, *self.gradient_models]))
+        return tuple(dict.fromkeys([*self.models, *self.gradient_pair]))
+
+    @property
+    def gradient_pair(self) -> tuple[str, ...]:
+        """The gradient experiment's models: the `gradient_models`, or the deep pair of `gradient_depth` blocks."""
+        depth = self.gradient_depth or 1
+        if depth > 1 and self.gradient_models:
+            return (f"resnet_plain_deep{depth}", f"resnet_deep{depth}")
+        return self.gradient_models
 
     def report_settings(self) -> dict[str, object]:
         """The settings a report lists: those that shape the results, not where or how fast they ran."""

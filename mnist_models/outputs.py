@@ -139,7 +139,12 @@ class FigureInputs:
 
 def variant_label(model: str) -> str:
     """How the gradient experiment's figures and report name a model."""
-    return "without shortcut (resnet_plain)" if model == PLAIN_VARIANT else f"with shortcut ({model})"
+    return f"without shortcut ({model})" if is_plain(model) else f"with shortcut ({model})"
+
+
+def is_plain(model: str) -> bool:
+    """Whether a model is a gradient pair's variant without shortcuts (the study's, or a deeper one)."""
+    return model == PLAIN_VARIANT or model.startswith(f"{PLAIN_VARIANT}_deep")
 
 
 @dataclass(frozen=True)

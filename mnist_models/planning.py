@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from mnist_models.architectures import ARCHITECTURES, BUILDER_FIELDS, check_model_name
+from mnist_models.architectures import ARCHITECTURES, BUILDER_FIELDS, check_model_name, model_entry
 from mnist_models.config import StudyConfig
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import TRAINING_LIBRARIES, code_closure, library_versions, numerics_environment
@@ -16,7 +16,7 @@ from mnist_models.runs import measured_epoch_costs
 
 # Seconds per training epoch of each model on 2 cores (60,000 images, with validation): the
 # relative cost that orders the runs, measured on the 2-core development machine.
-EPOCH_COST = {name: model.epoch_seconds for name, model in ARCHITECTURES.items()}
+EPOCH_COST = {name: model.epoch_seconds for name, model in ARCHITECTURES.items()}  # a deep pair's: per block
 STALL_FLOOR_SECONDS = 900.0  # never call a training hung sooner: start-up, tracing and a slow disk take time
 STALL_EPOCHS = 10  # ... nor before ten times its expected epoch time has passed without a progress line
 
@@ -28,8 +28,9 @@ def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, see
     the training libraries' versions, TensorFlow's thread count and the `environment` variables that change
     TensorFlow's numerics (unset ones count at TensorFlow's defaults)."""
     check_model_name(model)
-    code = code_closure("mnist_models.training", ARCHITECTURES[model].module,
-                        entries={"mnist_models.architectures": ("ARCHITECTURES", model, BUILDER_FIELDS)})
+    entry, _ = model_entry(model)
+    code = code_closure("mnist_models.training", ARCHITECTURES[entry].module,
+                        entries={"mnist_models.architectures": ("ARCHITECTURES", entry, BUILDER_FIELDS)})
     return RunSpec(model=model, learning_rate=float(learning_rate), epochs=epochs, batch_size=batch_size, seed=seed,
                    train_subset=train_subset, dataset=dataset, data_hash=data_hash, code_files=code, threads=threads,
                    versions={**library_versions(TRAINING_LIBRARIES), **numerics_environment(environment or {})})
@@ -54,7 +55,7 @@ def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = No
         ("sweep", spec(model, rate, config.epochs, seed))
         for seed in config.run_seeds for model in config.models for rate in config.learning_rates]
     wanted += [("gradient", spec(model, config.gradient_learning_rate, config.gradient_epochs, seed))
-               for seed in config.run_seeds for model in config.gradient_models]
+               for seed in config.run_seeds for model in config.gradient_pair]
     roles: dict[str, set[Role]] = {}
     specs = {}
     for role, run in wanted:
@@ -70,13 +71,22 @@ def epoch_costs(layout: ArtifactsLayout | None = None) -> dict[str, float]:
     return {**EPOCH_COST, **measured}
 
 
+def model_cost(model: str, costs: dict[str, float] | None = None) -> float:
+    """Seconds per epoch of a model: measured or registered; a deep pair's registered cost is per block."""
+    costs = costs or EPOCH_COST
+    if model in costs:
+        return costs[model]
+    entry, depth = model_entry(model)
+    return costs.get(entry, max(EPOCH_COST.values())) * (depth or 1)
+
+
 def stall_seconds(spec: RunSpec, costs: dict[str, float] | None = None, threads: int | None = None) -> float:
     """How long a training process may go without a progress line before it counts as hung.
 
     Ten times the run's expected epoch (its model's measured cost on 2 cores, scaled to its images
     and to one thread when it has one), and never under STALL_FLOOR_SECONDS.
     """
-    per_epoch = (costs or EPOCH_COST).get(spec.model, max(EPOCH_COST.values()))
+    per_epoch = model_cost(spec.model, costs)
     images = spec.train_subset or 60_000
     expected = per_epoch * images / 60_000 * (2 if threads == 1 else 1)
     return max(STALL_FLOOR_SECONDS, STALL_EPOCHS * expected)
@@ -84,7 +94,7 @@ def stall_seconds(spec: RunSpec, costs: dict[str, float] | None = None, threads:
 
 def expected_cost(run: PlannedRun, costs: dict[str, float] | None = None) -> float:
     """Relative cost of a run: seconds per epoch of its model times its epochs."""
-    return (costs or EPOCH_COST).get(run.spec.model, 1.0) * run.spec.epochs
+    return model_cost(run.spec.model, costs) * run.spec.epochs
 
 
 def lineage_jobs(planned: Sequence[PlannedRun], costs: dict[str, float] | None = None) -> list[list[PlannedRun]]:

@@ -11,6 +11,7 @@ retrains nothing.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import NamedTuple
 
 
@@ -39,19 +40,48 @@ ARCHITECTURES: dict[str, ModelSpec] = {
     "resnet_plain": ModelSpec(module="mnist_models.architectures.resnet", builder="build_resnet_plain",
                               description="the same residual network without its shortcut, trained only for "
                                           "section 3", epoch_seconds=43.0),
+    # Deeper pairs for the study's open question, named with their depth: resnet_deep8, resnet_plain_deep8.
+    "resnet_deep": ModelSpec(module="mnist_models.architectures.deep", builder="build_deep_resnet",
+                             description="a residual network of {depth} two-convolution blocks, each with an "
+                                         "identity shortcut", epoch_seconds=12.0),
+    "resnet_plain_deep": ModelSpec(module="mnist_models.architectures.deep", builder="build_deep_plain",
+                                   description="the same {depth}-block network without its shortcuts",
+                                   epoch_seconds=12.0),
 }
-MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+DEPTH_MODELS = ("resnet_deep", "resnet_plain_deep")  # registered without their depth, which their name carries
+MAX_DEPTH = 64
+_WITH_DEPTH = re.compile(r"^(?P<base>[a-z_]+?)(?P<depth>[1-9][0-9]*)$")
+MODEL_NAMES: tuple[str, ...] = tuple(name for name in ARCHITECTURES if name not in DEPTH_MODELS)
+
+
+def model_entry(name: str) -> tuple[str, int | None]:
+    """The registry entry a model name stands for, and its depth (`resnet_deep8` -> ("resnet_deep", 8))."""
+    match = _WITH_DEPTH.match(name)
+    if match and match["base"] in DEPTH_MODELS and int(match["depth"]) <= MAX_DEPTH:
+        return match["base"], int(match["depth"])
+    if name in ARCHITECTURES and name not in DEPTH_MODELS:
+        return name, None
+    deep = ", ".join(f"{base}N" for base in DEPTH_MODELS)
+    raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(MODEL_NAMES)}, or {deep} "
+                     f"with N blocks from 1 to {MAX_DEPTH}")
 
 
 def check_model_name(name: str) -> str:
     """Return `name` if it is a known model, else raise ValueError listing the known names."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(MODEL_NAMES)}")
+    model_entry(name)
     return name
+
+
+def describe_model(name: str) -> str:
+    """How the report describes a model (with its depth, for a deep pair's)."""
+    entry, depth = model_entry(name)
+    return ARCHITECTURES[entry].description.format(depth=depth)
 
 
 def build_model(name: str, input_shape: tuple[int, int, int] = (28, 28, 1), num_classes: int = 10):
     """Build the uncompiled keras.Model registered under `name`."""
-    spec = ARCHITECTURES[check_model_name(name)]
+    entry, depth = model_entry(name)
+    spec = ARCHITECTURES[entry]
     builder = getattr(importlib.import_module(spec.module), spec.builder)
-    return builder(input_shape=input_shape, num_classes=num_classes)
+    depth_argument = {} if depth is None else {"depth": depth}
+    return builder(input_shape=input_shape, num_classes=num_classes, **depth_argument)

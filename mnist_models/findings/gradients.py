@@ -9,6 +9,7 @@ import pandas as pd
 from scipy import stats
 
 from mnist_models import outputs
+from mnist_models.architectures import model_entry
 from mnist_models.findings.numbers import Number, none_if_missing
 from mnist_models.records import Record
 from mnist_models.study_reference import TARGET_LAYER
@@ -57,15 +58,16 @@ class GradientExperiment(Record):
     ratio_high: Number = None
     interval_over: Literal["seeds", "epochs"] | None = None
     replicates: int = 0  # the seeds, or the epochs, the interval is over
+    depth: int | None = None  # the blocks of a deep pair (architectures/deep.py); None for the study's pair
 
 
 def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
     """Mean gradient norm per layer and variant, and what the shortcut did to target_layer's."""
     means = gradients.groupby(["layer", "model"], sort=False)["gradient_norm"].mean().unstack("model")
-    models = sorted(dict.fromkeys(gradients["model"]), key=lambda model: model != outputs.PLAIN_VARIANT)
+    models = sorted(dict.fromkeys(gradients["model"]), key=lambda model: not outputs.is_plain(model))
     means = means.reindex(index=list(dict.fromkeys(gradients["layer"])), columns=models).astype(float)
-    plain = outputs.PLAIN_VARIANT if outputs.PLAIN_VARIANT in models else None
-    shortcut = next((model for model in models if model != outputs.PLAIN_VARIANT), None)
+    plain = next((model for model in models if outputs.is_plain(model)), None)
+    shortcut = next((model for model in models if not outputs.is_plain(model)), None)
 
     def mean(layer: str, model: str | None) -> float | None:
         return none_if_missing(means.at[layer, model]) if model and layer in means.index else None
@@ -89,8 +91,16 @@ def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
         effect=_effect(interval),
         seeds=max(int(seeds), 1),
         per_seed=_seed_ratios(gradients, plain, shortcut) if seeds > 1 else None,
+        depth=_depth(plain or shortcut),
         **interval,
     )
+
+
+def _depth(model: str | None) -> int | None:
+    try:
+        return model_entry(model)[1] if model else None
+    except ValueError:  # a model this registry does not know (an older table): no depth to tell
+        return None
 
 
 def _ratio_interval(gradients: pd.DataFrame, plain: str | None, shortcut: str | None,

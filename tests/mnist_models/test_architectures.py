@@ -40,3 +40,37 @@ def test_unknown_model_lists_the_known_names():
 
 def test_every_registered_model_has_its_parameter_count_checked():
     assert set(MODEL_NAMES) == set(EXPECTED_PARAMETERS)
+
+
+def test_the_deep_pair_has_depth_blocks_and_differs_only_by_its_shortcuts():
+    from mnist_models.architectures import build_model
+
+    deep, plain = build_model("resnet_deep3"), build_model("resnet_plain_deep3")
+    assert deep.layers[1].name == plain.layers[1].name == "target_layer"
+    assert sum(layer.name.endswith("_add") for layer in deep.layers) == 3
+    assert not any(layer.name.endswith("_add") for layer in plain.layers)
+    assert sum(layer.name.startswith("block_") and "conv" in layer.name for layer in deep.layers) == 6
+    assert deep.count_params() == plain.count_params()  # identity shortcuts add no weights
+    assert deep.output_shape == plain.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("name", ["resnet_deep0", "resnet_deep65", "resnet_deep", "dnn3", "resnet_plain_deepx"])
+def test_a_deep_model_name_needs_a_depth_from_1_to_64(name):
+    from mnist_models.architectures import check_model_name
+
+    with pytest.raises(ValueError, match="resnet_deepN, resnet_plain_deepN with N blocks from 1 to 64"):
+        check_model_name(name)
+
+
+def test_the_gradient_depth_trains_the_deep_pair_and_keys_only_its_entry():
+    from mnist_models.config import StudyConfig
+    from mnist_models.planning import plan_runs
+
+    config = StudyConfig(models=["dnn"], learning_rates=[0.01], gradient_depth=8)
+    assert config.gradient_pair == ("resnet_plain_deep8", "resnet_deep8")
+    gradient = [run for run in plan_runs(config, "data") if run.serves("gradient")]
+    assert [run.spec.model for run in gradient] == ["resnet_plain_deep8", "resnet_deep8"]
+    assert "mnist_models/architectures/deep.py" in gradient[0].spec.code_files
+    assert "mnist_models/architectures/resnet.py" not in gradient[0].spec.code_files
+    study_pair = StudyConfig(models=["dnn"], learning_rates=[0.01], gradient_depth=1).gradient_pair
+    assert study_pair == ("resnet_plain", "resnet")

@@ -66,3 +66,12 @@ def test_with_several_seeds_the_gradient_ratio_is_given_per_seed():
     # Over 3 seeds (t with 2 degrees of freedom) the interval of ratios 2.75, 2.0 and 1.5 still holds 1.
     assert (gradient.interval_over, gradient.replicates, gradient.effect) == ("seeds", 3, "unchanged")
     assert gradient.typical_ratio == pytest.approx((2.75 * 2.0 * 1.5) ** (1 / 3))
+
+
+def test_a_deep_pair_is_recognised_by_its_plain_variant():
+    table = pd.DataFrame(gradient_rows("resnet_deep8", {"target_layer": [0.02, 0.021, 0.019]})
+                         + gradient_rows("resnet_plain_deep8", {"target_layer": [0.001, 0.0011, 0.0009]}))
+    gradient = compute_findings({"gradient_norms": table}).gradient
+    assert (gradient.plain_model, gradient.shortcut_model) == ("resnet_plain_deep8", "resnet_deep8")
+    assert gradient.effect == "increased" and gradient.ratio_low > 10
+    assert gradient.depth == 8
