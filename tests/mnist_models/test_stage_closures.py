@@ -258,3 +258,23 @@ def test_the_thread_count_is_in_the_key_because_convolutions_round_differently_o
     assert _differing(weights_by_threads, "convnet"), "equal on 1 and 2 threads now: the count could leave the key"
     one, two = (run_spec("convnet", 0.001, 1, 32, 42, None, "mnist", "data", threads) for threads in (1, 2))
     assert one.run_id != two.run_id and one.lineage != two.lineage
+
+
+def test_the_data_stage_does_not_key_on_the_model_registry(project):
+    """Rewording a model's description or adding a model changes no data key (the Parquet is not made again)."""
+    script = ("import json, sys; sys.path.insert(0, '.'); from flows.prepare_data import _split_keys; "
+              "print(json.dumps({name: key.model_dump() for name, key in _split_keys('mnist', "
+              "{'train-images-idx3-ubyte.gz': 'a', 'train-labels-idx1-ubyte.gz': 'b', "
+              "'t10k-images-idx3-ubyte.gz': 'c', 't10k-labels-idx1-ubyte.gz': 'd'}).items()}))")
+
+    def data_keys() -> dict:
+        done = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(project)}, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    before = data_keys()
+    registry = project / "mnist_models" / "architectures" / "__init__.py"
+    edit(registry, 'description="a dense network on the flattened pixels (study figure 2.1)"',
+         'description="a multilayer perceptron"')
+    assert data_keys() == before
