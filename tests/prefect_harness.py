@@ -56,6 +56,22 @@ def start_process(command: list[str], env: dict[str, str], log: Path, cwd: Path)
                                 start_new_session=True)
 
 
+def wait_until_healthy(process: subprocess.Popen, health_url: str, log: Path, name: str) -> None:
+    """Wait until a server's health URL answers 200; fail with its log if it exits or never answers."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail(log)}")
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} not healthy after {SERVER_START_TIMEOUT} s:\n{tail(log)}")
+
+
 def stop_process(process: subprocess.Popen) -> None:
     """Terminate the process group (a worker's flow runs and their training processes too), then kill it."""
     if process.poll() is None:
@@ -100,18 +116,7 @@ class PrefectServer:
     def start(self) -> None:
         self.process = start_process([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                                      self.server_env, self.log, cwd=self.home)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {self.process.returncode}:\n{tail(self.log)}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"prefect server not healthy after {SERVER_START_TIMEOUT} s:\n{tail(self.log)}")
+        wait_until_healthy(self.process, f"{self.api_url}/health", self.log, "prefect server")
 
     def stop(self) -> None:
         if self.process is not None:

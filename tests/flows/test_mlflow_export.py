@@ -10,8 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +25,13 @@ from mnist_models.data import load_split
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.mlflow_export import (DIGEST_TAG, RUN_TAG, TrackingServerError, export_runs,
                                         registered_model_name)
-from tests.prefect_harness import free_port, start_process, stop_process, tail
+from tests.prefect_harness import free_port, start_process, stop_process, wait_until_healthy
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))  # the CLI of the environment running the tests
 EPOCHS = 2
 NIGHTLY = {"models": ["dnn"], "learning_rates": [0.01], "epochs": EPOCHS, "train_subset": 300,
            "gradient_models": [], "workers": 1, "profile": "quick", "nightly": True}
-SERVER_START_TIMEOUT = 120
 
 
 class MlflowServer:
@@ -52,18 +49,8 @@ class MlflowServer:
              "--port", self.uri.rsplit(":", 1)[1], "--workers", "1"], environment, self.log, cwd=home)
 
     def ready(self) -> str:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.process.returncode}:\n{tail(self.log)}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.uri
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"mlflow server not healthy after {SERVER_START_TIMEOUT} s:\n{tail(self.log)}")
+        wait_until_healthy(self.process, f"{self.uri}/health", self.log, "mlflow server")
+        return self.uri
 
 
 @pytest.fixture(scope="module")
