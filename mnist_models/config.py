@@ -137,10 +137,10 @@ class StudyConfig(DataConfig):
     gradient_models: tuple[str, ...] = Field(("resnet_plain", "resnet"),
                                              description="models of the gradient experiment ('' for none)")
     gradient_learning_rate: float = Field(0.001, description="learning rate of the gradient experiment")
-    gradient_depth: int | None = Field(
-        None, description=f"blocks of the gradient experiment's pair, 1 to {MAX_DEPTH}: 1 is the study's pair; N above 1 "
-                          "trains resnet_plain_deepN and resnet_deepN (N two-convolution blocks, without and with "
-                          "identity shortcuts) instead (default: 1)")
+    gradient_depth: tuple[int, ...] | None = Field(
+        None, description=f"blocks of the gradient experiment's pairs, each 1 to {MAX_DEPTH}, e.g. 4,8,16: 1 is the "
+                          "study's pair; N above 1 trains resnet_plain_deepN and resnet_deepN (N two-convolution blocks, "
+                          "without and with identity shortcuts); several depths train one pair each (default: 1)")
     gradient_epochs: int | None = Field(
         None,
         description=f"epochs of the gradient experiment (1 to {MAX_EPOCHS}) {_profile_default('gradient_epochs')}")
@@ -233,7 +233,25 @@ class StudyConfig(DataConfig):
             raise ValueError(f"got {len(value)} seeds; expected at most {MAX_SEEDS}")
         return _each_once(value, "seeds") if value is not None else None
 
-    @field_validator("workers", "threads", "train_subset", "replicates", "gradient_depth")
+    @field_validator("gradient_depth", mode="before")
+    @classmethod
+    def _depths(cls, value: object) -> object:
+        return (value,) if isinstance(value, int) else value  # one depth, as an older form or call gives it
+
+    @field_validator("gradient_depth")
+    @classmethod
+    def _depths_in_range(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("is empty; expected at least one depth such as 8 (or leave it unset)")
+        for depth in value:
+            if depth < 1:
+                raise ValueError(f"depths must be at least 1, got {depth}")
+            _at_most(depth, "gradient_depth")
+        return tuple(sorted(_each_once(value, "gradient depths")))
+
+    @field_validator("workers", "threads", "train_subset", "replicates")
     @classmethod
     def _positive_or_none(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value < 1:
@@ -328,11 +346,12 @@ class StudyConfig(DataConfig):
 
     @property
     def gradient_pair(self) -> tuple[str, ...]:
-        """The gradient experiment's models: the `gradient_models`, or the deep pair of `gradient_depth` blocks."""
-        depth = self.gradient_depth or 1
-        if depth > 1 and self.gradient_models:
-            return (f"resnet_plain_deep{depth}", f"resnet_deep{depth}")
-        return self.gradient_models
+        """The gradient experiment's models, pair by pair: per `gradient_depth`, the `gradient_models` for depth 1
+        and resnet_plain_deepN, resnet_deepN for a depth N above 1; none without `gradient_models`."""
+        if not self.gradient_models:
+            return ()
+        return tuple(dict.fromkeys(model for depth in self.gradient_depth or (1,) for model in (
+            self.gradient_models if depth == 1 else (f"resnet_plain_deep{depth}", f"resnet_deep{depth}"))))
 
     def report_settings(self) -> dict[str, object]:
         """The settings a report lists: those that shape the results, not where or how fast they ran."""

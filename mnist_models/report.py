@@ -93,7 +93,7 @@ def _environment() -> jinja2.Environment:
     environment.filters.update(
         accuracy=_formatter("{:.4f}"), signed=_formatter("{:+.4f}"), study=_formatter("{:g}"),
         rate=_formatter("{:g}"), p_value=_formatter("{:.2g}"), number=_formatter("{:.4g}"),
-        ratio=_formatter("{:.2f}"), thousands=_formatter("{:,}"), points=_points, epochs=_epochs,
+        ratio=_formatter("{:.2f}"), factor=_factor, thousands=_formatter("{:,}"), points=_points, epochs=_epochs,
         setting=_setting_value, cell=_cell, oneline=_oneline,
     )
     environment.globals.update(
@@ -134,6 +134,13 @@ def _is_missing(value: object) -> bool:
 
 def _formatter(spec: str):
     return lambda value: MISSING if _is_missing(value) else spec.format(value)
+
+
+def _factor(value: float | None) -> str:
+    """A ratio that may span orders of magnitude: 1143.2 -> "1,143", 16.31 -> "16.3", 1.0 -> "1.00"."""
+    if _is_missing(value):
+        return MISSING
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:#.3g}"
 
 
 def _points(difference: float | None) -> str:

@@ -23,7 +23,7 @@ from mnist_models.findings.accuracy import AccuracyAgainstStudy
 from mnist_models.findings.across_seeds import SeedVerdicts
 from mnist_models.findings.conclusion import BestModel
 from mnist_models.findings.data import DatasetFact
-from mnist_models.findings.gradients import GradientExperiment
+from mnist_models.findings.gradients import DepthComparison, GradientExperiment
 from mnist_models.findings.method import CacheSummary
 from mnist_models.findings.models import ConvolutionCheck, ModelSize
 from mnist_models.findings.nightly import NightlyGate
@@ -48,7 +48,8 @@ class Findings(Record):
     dataset_facts: tuple[DatasetFact, ...] = ()
     model_sizes: tuple[ModelSize, ...] = ()
     convolutions: tuple[ConvolutionCheck, ...] = ()
-    gradient: GradientExperiment | None = None
+    gradient: GradientExperiment | None = None  # the shallowest pair: the study's own, unless the run chose depths
+    depths: DepthComparison | None = None  # None unless the run trained pairs of several depths
     runs: tuple[RunResult, ...] = ()  # sweep runs first, then by model and learning rate (largest first)
     sweep_epochs: tuple[int, ...] = ()
     epochs_match_study: bool = True  # every sweep run trained for STUDY_EPOCHS
@@ -87,6 +88,7 @@ def compute_findings(tables: Mapping[str, pd.DataFrame]) -> Findings:
     diverged = selection.divergences(sweep, learning_rates)
     shared = [cell for row in sweep for cell in row.cells if cell.gap is not None]
     sweep_epochs = tuple(sorted({int(value) for value in sweep_rows.get("epochs", ())}))
+    experiments = _from(present["gradient_norms"], lambda table: gradients.gradient_experiments(table, summary))
     return Findings(
         failed_runs=_from(present["failures"], lambda table: problems.run_problems(table, "cause")),
         diverged_runs=_from(summary, lambda table: problems.run_problems(table[table["status"] != "trained"],
@@ -94,7 +96,8 @@ def compute_findings(tables: Mapping[str, pd.DataFrame]) -> Findings:
         dataset_facts=_from(present["dataset_facts"], data.dataset_facts),
         model_sizes=_from(model_summary, models.model_sizes),
         convolutions=_from(model_summary, models.convolutions),
-        gradient=_from(present["gradient_norms"], gradients.gradient_experiment, None),
+        gradient=experiments[0] if experiments else None,
+        depths=gradients.depth_comparison(experiments),
         runs=runs,
         sweep_epochs=sweep_epochs,
         epochs_match_study=sweep_epochs in ((), (STUDY_EPOCHS,)),

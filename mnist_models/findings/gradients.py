@@ -33,6 +33,33 @@ class SeedRatios(Record):
     increased: int  # seeds in which the shortcut increased the gradient (ratio above 1)
 
 
+class RatioInterval(Record):
+    """target_layer's with ÷ without ratio over some epochs: the geometric mean of its per-epoch values, with a 95%
+    t-interval on its logarithm over the seeds (or over the epochs of one seed), and what that interval says."""
+
+    first_epoch: int
+    last_epoch: int
+    typical_ratio: Number
+    ratio_low: Number = None  # None with a single measurement: no interval, no verdict
+    ratio_high: Number = None
+    interval_over: Literal["seeds", "epochs"] | None = None
+    replicates: int = 1
+    effect: Literal["increased", "lowered", "unchanged"] | None = None
+
+
+class VariantOutcome(Record):
+    """What one variant of a pair came to in each seed: its test accuracy, and whether it ever trained."""
+
+    model: str
+    seeds: tuple[int, ...]
+    accuracies: tuple[Number, ...]  # per seed; None where the run has no accuracy (failed)
+    mean_accuracy: Number
+    lowest_accuracy: Number
+    # Seeds in which target_layer's gradient is exactly zero in every epoch after initialisation: the network never
+    # left its initial state (its ReLUs went silent), so no ratio of that seed's trained epochs exists.
+    silent_seeds: tuple[int, ...] = ()
+
+
 class GradientExperiment(Record):
     """The residual network's gradient norms with and without its shortcut, averaged over the epochs (and seeds)."""
 
@@ -59,10 +86,46 @@ class GradientExperiment(Record):
     interval_over: Literal["seeds", "epochs"] | None = None
     replicates: int = 0  # the seeds, or the epochs, the interval is over
     depth: int | None = None  # the blocks of a deep pair (architectures/deep.py); None for the study's pair
+    # The verdict by phase, as the pooled interval above mixes them: before any training step (epoch 0, where a
+    # vanishing gradient shows in its pure form) and over the trained epochs (the networks that escaped it).
+    at_initialisation: RatioInterval | None = None
+    during_training: RatioInterval | None = None
+    outcomes: tuple[VariantOutcome, ...] = ()  # per variant, the plain one first; empty without a summary table
 
 
-def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
-    """Mean gradient norm per layer and variant, and what the shortcut did to target_layer's."""
+class DepthComparison(Record):
+    """The gradient experiment at several depths in one run: where the gradient without shortcuts falls below."""
+
+    experiments: tuple[GradientExperiment, ...]  # shallowest first; the study's pair counts as depth 1
+    # The smallest depth at which target_layer's gradient with shortcuts is significantly larger (its interval
+    # above 1) at initialisation, and over the trained epochs; None where no depth shows it.
+    vanishes_at_initialisation_from: int | None
+    vanishes_during_training_from: int | None
+
+
+def gradient_experiments(gradients: pd.DataFrame, summary: pd.DataFrame | None = None) -> tuple[GradientExperiment, ...]:
+    """One experiment per pair in the table, shallowest first (the study's pair is depth 1)."""
+    depths = gradients["model"].map(lambda model: _depth(model) or 1)
+    return tuple(gradient_experiment(gradients[depths == depth], summary) for depth in sorted(set(depths)))
+
+
+def depth_comparison(experiments: tuple[GradientExperiment, ...]) -> DepthComparison | None:
+    """Where along the depths the shortcut's effect appears; None with fewer than two depths."""
+    if len(experiments) < 2:
+        return None
+
+    def first_depth(phase: str) -> int | None:
+        return next((experiment.depth or 1 for experiment in experiments
+                     if getattr(experiment, phase) is not None and getattr(experiment, phase).effect == "increased"),
+                    None)
+    return DepthComparison(experiments=experiments,
+                           vanishes_at_initialisation_from=first_depth("at_initialisation"),
+                           vanishes_during_training_from=first_depth("during_training"))
+
+
+def gradient_experiment(gradients: pd.DataFrame, summary: pd.DataFrame | None = None) -> GradientExperiment:
+    """Mean gradient norm per layer and variant of one pair, what the shortcut did to target_layer's (over all
+    epochs, at initialisation, during training), and with the summary table what each variant's runs came to."""
     means = gradients.groupby(["layer", "model"], sort=False)["gradient_norm"].mean().unstack("model")
     models = sorted(dict.fromkeys(gradients["model"]), key=lambda model: not outputs.is_plain(model))
     means = means.reindex(index=list(dict.fromkeys(gradients["layer"])), columns=models).astype(float)
@@ -76,6 +139,7 @@ def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
     ratio = _ratio(with_, without)
     seeds = gradients["seed"].nunique()
     interval = _ratio_interval(gradients, plain, shortcut)
+    epochs = gradients["epoch"]
     return GradientExperiment(
         models=tuple(str(model) for model in models),
         first_epoch=int(gradients["epoch"].min()),
@@ -92,8 +156,40 @@ def gradient_experiment(gradients: pd.DataFrame) -> GradientExperiment:
         seeds=max(int(seeds), 1),
         per_seed=_seed_ratios(gradients, plain, shortcut) if seeds > 1 else None,
         depth=_depth(plain or shortcut),
+        at_initialisation=_phase(gradients[epochs == epochs.min()], plain, shortcut),
+        during_training=_phase(gradients[epochs > epochs.min()], plain, shortcut),
+        outcomes=() if summary is None else tuple(
+            _outcome(model, summary, gradients) for model in (plain, shortcut) if model is not None),
         **interval,
     )
+
+
+def _phase(gradients: pd.DataFrame, plain: str | None, shortcut: str | None) -> RatioInterval | None:
+    """The ratio over these epochs, with its interval where there are two measurements or more."""
+    logs = _log_ratios(gradients, plain, shortcut)
+    if logs is None or logs.empty:
+        return None
+    epochs = logs.index.get_level_values("epoch")
+    interval = _interval(logs)
+    if not interval:  # one measurement: the ratio alone
+        return RatioInterval(first_epoch=int(epochs.min()), last_epoch=int(epochs.max()),
+                             typical_ratio=float(np.exp(logs.mean())))
+    return RatioInterval(first_epoch=int(epochs.min()), last_epoch=int(epochs.max()), effect=_effect(interval),
+                         **interval)
+
+
+def _outcome(model: str, summary: pd.DataFrame, gradients: pd.DataFrame) -> VariantOutcome:
+    runs = summary[(summary["model"] == model)
+                   & summary["roles"].map(lambda roles: "gradient" in str(roles).split(","))].sort_values("seed")
+    accuracies = tuple(none_if_missing(value) for value in runs["accuracy"])
+    known = [accuracy for accuracy in accuracies if accuracy is not None]
+    target = gradients[(gradients["model"] == model) & (gradients["layer"] == TARGET_LAYER)
+                       & (gradients["epoch"] > gradients["epoch"].min())]
+    silent = target.groupby("seed")["gradient_norm"].max()
+    return VariantOutcome(model=model, seeds=tuple(int(seed) for seed in runs["seed"]), accuracies=accuracies,
+                          mean_accuracy=float(np.mean(known)) if known else None,
+                          lowest_accuracy=min(known, default=None),
+                          silent_seeds=tuple(int(seed) for seed, norm in silent.items() if norm == 0))
 
 
 def _depth(model: str | None) -> int | None:
@@ -107,15 +203,26 @@ def _ratio_interval(gradients: pd.DataFrame, plain: str | None, shortcut: str | 
                     confidence: float = 0.95) -> dict:
     """target_layer's with ÷ without ratio as a geometric mean with a t-interval on its log, over the seeds (or
     the epochs of a single seed); empty when there are fewer than two positive pairs to go on."""
+    logs = _log_ratios(gradients, plain, shortcut)
+    return {} if logs is None else _interval(logs, confidence)
+
+
+def _log_ratios(gradients: pd.DataFrame, plain: str | None, shortcut: str | None) -> pd.Series | None:
+    """log(with ÷ without) of target_layer's norm per seed and epoch where both are positive; None without a pair."""
     if plain is None or shortcut is None:
-        return {}
+        return None
     target = gradients[gradients["layer"] == TARGET_LAYER]
     norms = target.pivot_table(index=["seed", "epoch"], columns="model", values="gradient_norm", aggfunc="mean")
     if plain not in norms.columns or shortcut not in norms.columns:
-        return {}
+        return None
     pairs = norms[[plain, shortcut]].dropna()
     pairs = pairs[(pairs > 0).all(axis=1)]
-    logs = np.log(pairs[shortcut] / pairs[plain])
+    return np.log(pairs[shortcut] / pairs[plain])
+
+
+def _interval(logs: pd.Series, confidence: float = 0.95) -> dict:
+    """Geometric mean and t-interval of these log ratios over the seeds (each seed's mean over its epochs), or over
+    the epochs of a single seed; empty with fewer than two samples."""
     seeds = logs.index.get_level_values("seed").nunique()
     samples, over = (logs.groupby(level="seed").mean(), "seeds") if seeds > 1 else (logs, "epochs")
     if len(samples) < 2:

@@ -74,3 +74,19 @@ def test_the_gradient_depth_trains_the_deep_pair_and_keys_only_its_entry():
     assert "mnist_models/architectures/resnet.py" not in gradient[0].spec.code_files
     study_pair = StudyConfig(models=["dnn"], learning_rates=[0.01], gradient_depth=1).gradient_pair
     assert study_pair == ("resnet_plain", "resnet")
+
+
+def test_several_gradient_depths_train_one_pair_each_from_the_command_line():
+    from flows._runtime import parse_config
+    from mnist_models.config import StudyConfig
+
+    config = parse_config(StudyConfig, "study", ["--gradient-depth", "16,1,4", "--models", "dnn"], check_machine=False)
+    assert config.gradient_depth == (1, 4, 16)  # sorted: the report's table reads from shallow to deep
+    assert config.gradient_pair == ("resnet_plain", "resnet", "resnet_plain_deep4", "resnet_deep4",
+                                    "resnet_plain_deep16", "resnet_deep16")
+    assert StudyConfig(gradient_depth=8).gradient_depth == (8,)  # one depth, as a stored form or older call gives it
+    assert StudyConfig(gradient_depth=(8,), gradient_models=()).gradient_pair == ()  # no gradient experiment
+    for depths, message in (((4, 4), "gradient depths are listed twice"), ((0,), "at least 1, got 0"),
+                            ((), "expected at least one depth"), ((65,), "at most 64")):
+        with pytest.raises(ValueError, match=message):
+            StudyConfig(gradient_depth=depths)

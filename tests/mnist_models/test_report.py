@@ -744,3 +744,19 @@ def test_nightly_section_states_tonight_s_gate_decisions(tables, figures, report
     nightly = _section(build_report_markdown(_context({**tables, "history": passing}, figures), report_dir),
                        "## Nightly gate")
     assert "The night passes: no model dropped significantly" in nightly and "The night fails" not in nightly
+
+
+def test_pairs_of_several_depths_get_a_section_that_names_where_the_gradient_vanishes(report_dir):
+    from tests.mnist_models.findings.test_gradients import DEEP8, deep_tables
+
+    # At 2 blocks the norms start alike; at 8 blocks they are the ones measured on MNIST (gradient_depth.md).
+    shallow = {model.replace("deep8", "deep2"): {seed: [0.7 + seed / 1000] + [value or 0.5 for value in values[1:]]
+                                                 for seed, values in seeds.items()} for model, seeds in DEEP8.items()}
+    context = _context(deep_tables({**shallow, **DEEP8}), {}, settings={"dataset": "fashion-mnist"})
+    section = _section(build_report_markdown(context, report_dir), "### Gradient vanishing with depth")
+    rows = [line for line in section.splitlines() if line.startswith("| 2 |") or line.startswith("| 8 |")]
+    assert rows[0].startswith("| 2 | 1.00 |")
+    assert rows[1].startswith("| 8 | 1,143 | 769–1,699 |") and "| 1 / 0 of 3 | 0.6730 (0.1135) | 0.9624 (0.9532) |" in rows[1]
+    assert ("On `fashion-mnist`, `target_layer`'s gradient without shortcuts falls significantly below the one with "
+            "them from 8 blocks on at initialisation, and at no depth over the trained epochs") in section
+    assert "`resnet_plain_deep8` never left its initial state in seed 42" in section
