@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
+import subprocess
 import sys
 import typing
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from mnist_models.atomic_files import DiskFullError, ensure_writable_directory
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import ArtifactsLockedError, RunLockTimeoutError
 from mnist_models.capacity import check_workers, machine_capacity
+from mnist_models.isolation import PARENT_VARIABLE
 from mnist_models.quiet import quiet_environment
 
 ConfigT = TypeVar("ConfigT", bound=DataConfig)
@@ -27,6 +30,15 @@ ConfigT = TypeVar("ConfigT", bound=DataConfig)
 
 class StudyFailedError(RuntimeError):
     """A flow run ended Failed; its message says why."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a process manager, a cancelled deployment run), handled like Ctrl-C: the flow stops its
+    training processes and its temporary server on the way out instead of dying with them orphaned."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
 
 
 # Known, user-facing failures: printed as one message instead of a traceback.
@@ -57,6 +69,29 @@ def resolve_mirrors(dataset: str, mirrors: list[str] | None) -> list[str]:
     return list(get_dataset(dataset).mirrors)
 
 
+def _temporary_server():
+    """Prefect's temporary server (`SubprocessASGIServer`), started in its own session and ending with this process.
+
+    In this process's group, a Ctrl-C at the terminal would stop the server at once, and the flow would spend
+    minutes retrying to record its crash on a server that is gone; in its own session it stays until the flow has
+    recorded the crash and stops it on the way out. Its app factory watches this process, so a study killed with
+    SIGKILL leaves no server behind either.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class StudyServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            command = [sys.executable, "-m", "uvicorn", "--factory", "mnist_models.isolation:prefect_server_app",
+                       "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+            environment = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                           "PREFECT__SERVER_FINAL": "1", PARENT_VARIABLE: str(os.getpid()),
+                           **get_current_settings().to_environment_variables(exclude_unset=True)}
+            return subprocess.Popen(command, env=environment, start_new_session=True)
+
+    return StudyServer()
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[None]:
     """Use the configured Prefect API; without one, start a single temporary local server.
@@ -69,9 +104,7 @@ def prefect_api() -> Iterator[None]:
     if get_current_settings().api.url:
         yield
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _temporary_server()
     server.start(timeout=120)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
@@ -183,12 +216,18 @@ def run_flow(flow: Callable[..., Any], config: DataConfig) -> Any:
 
 def run_cli(main: Callable[[], Any]) -> None:
     """Run a CLI entry point; a user error prints one line on stderr and exits with status 1."""
+    from prefect.exceptions import TerminationSignal
+
     quiet_defaults()
+    # Prefect raises its own TerminationSignal during a flow run and hands the signal on to this handler after.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, TerminationSignal) as interrupt:
+        terminated = isinstance(interrupt, (Terminated, TerminationSignal))
+        print(f"interrupted by {'SIGTERM' if terminated else 'Ctrl-C (SIGINT)'}: training stopped; the finished runs "
+              "and the last checkpoints are kept, and the next run continues from them", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))

@@ -35,7 +35,7 @@ from mnist_models.data import split_size
 from mnist_models.engine import Engine, Produced, Stage
 from mnist_models.provenance import Decision
 from mnist_models.atomic_files import DiskFullError, ensure_writable_directory, remove_stale_temporaries
-from mnist_models.isolation import close_workers
+from mnist_models.isolation import allow_starts, close_workers, stop_all
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.placement import gpu_slots, visible_gpus
@@ -54,23 +54,33 @@ def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: Artifa
     logger = get_run_logger()
     slots = itertools.cycle(gpu_slots or [None])  # round-robin over the GPU slots; None: CPU only
     costs = planning.epoch_costs(layout)
-    futures = {train_model.submit(specs, data, layout, resume, next(slots),
-                                  stall_timeout or planning.stall_seconds(specs[0], costs, specs[0].threads)): specs
-               for specs in lineages}
     total, finished, failed, done = sum(map(len, lineages)), 0, 0, []
-    progress = create_progress_artifact(0.0, key="training-grid", description=f"runs trained of {total} planned to train")
-    for future in as_completed(list(futures)):
-        specs = futures[future]
-        try:
-            outcome = future.result()
-        except Exception as error:  # noqa: BLE001 - one crashed lineage must not lose the others
-            outcome, failed = error, failed + len(specs)
-        done.append(([spec.run_id for spec in specs], outcome))
-        finished += len(specs)
-        note = f" ({failed} failed)" if failed else ""
-        logger.info(f"{finished} of {total} runs done{note}")
-        update_progress_artifact(progress, 100.0 * finished / max(1, total),
-                                 description=f"{finished} of {total} runs done{note}")
+    allow_starts()
+    # Wherever a Ctrl-C or SIGTERM lands once training has started (it is raised in this thread), the training
+    # processes are stopped here: the task runner, on the way out, would otherwise wait for every lineage to end.
+    try:
+        futures = {train_model.submit(specs, data, layout, resume, next(slots),
+                                      stall_timeout or planning.stall_seconds(specs[0], costs, specs[0].threads)): specs
+                   for specs in lineages}
+        progress = create_progress_artifact(0.0, key="training-grid",
+                                            description=f"runs trained of {total} planned to train")
+        for future in as_completed(list(futures)):
+            specs = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as error:  # noqa: BLE001 - one crashed lineage must not lose the others
+                outcome, failed = error, failed + len(specs)
+            done.append(([spec.run_id for spec in specs], outcome))
+            finished += len(specs)
+            note = f" ({failed} failed)" if failed else ""
+            logger.info(f"{finished} of {total} runs done{note}")
+            update_progress_artifact(progress, 100.0 * finished / max(1, total),
+                                     description=f"{finished} of {total} runs done{note}")
+    except BaseException:  # Ctrl-C, SIGTERM, a cancelled deployment run
+        stopped = stop_all()
+        logger.warning(f"interrupted after {finished} of {total} runs: stopped {stopped} training process(es); "
+                       "a rerun continues from their last checkpoints")
+        raise
     return done
 
 

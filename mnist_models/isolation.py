@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -115,6 +116,13 @@ class Worker:
         return payload
 
     def _start(self) -> None:
+        with _starting:  # stop_all either sees this process or stops it from starting
+            if _stopping.is_set():
+                raise RunCrashedError("not started: the study was interrupted")
+            _started.add(self)
+            self._spawn()
+
+    def _spawn(self) -> None:
         read_end, write_end = os.pipe()
         self.process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end), str(os.getpid()), *self.preload],
                                         stdin=subprocess.PIPE, pass_fds=(write_end,),
@@ -151,6 +159,33 @@ def run_isolated(function: Callable[..., Any], *args: Any, log: Callable[[str], 
         worker.close()
 
 
+_started: weakref.WeakSet[Worker] = weakref.WeakSet()  # every worker that started a process, pooled or not
+_starting = threading.Lock()
+_stopping = threading.Event()  # set by stop_all: no worker starts a process (a retry, a lineage not yet begun)
+
+
+def stop_all() -> int:
+    """Kill every worker's process now, without waiting for its call (an interrupted study), and start no new one
+    until `allow_starts`: each call waiting on one raises RunCrashedError at once, and its lineage keeps what it
+    saved (its finished runs, its last checkpoint) for the next run to continue from. Returns how many processes
+    were running."""
+    with _starting:
+        _stopping.set()
+        workers = list(_started)
+    stopped = 0
+    for worker in workers:
+        process = worker.process
+        if process is not None and process.poll() is None:
+            process.kill()
+            stopped += 1
+    return stopped
+
+
+def allow_starts() -> None:
+    """Let workers start processes again (a new flow run in this process, after an interrupted one)."""
+    _stopping.clear()
+
+
 _workers: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[str, Worker]] = {}
 _workers_lock = threading.Lock()
 
@@ -181,6 +216,19 @@ def close_workers() -> None:
         _workers.clear()
     for worker in workers:
         worker.close()
+
+
+PARENT_VARIABLE = "MNIST_STUDY_PARENT_PID"  # the process a helper server (the temporary Prefect server) ends with
+
+
+def prefect_server_app():
+    """uvicorn factory of a study's temporary Prefect server: Prefect's app, in a process that exits as soon as the
+    study that started it (named by $MNIST_STUDY_PARENT_PID) is gone, however it ended."""
+    from prefect.server.api.server import create_app
+
+    parent = int(os.environ[PARENT_VARIABLE])
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+    return create_app()
 
 
 def _exit_with_parent(parent: int, poll_seconds: float = 0.5) -> None:

@@ -297,3 +297,63 @@ def test_the_grid_s_progress_is_an_artifact_read_back_from_the_server_while_it_t
     values = sorted({value for flow_run, value, description in seen if "of 2" in (description or "")
                      and (run is None or flow_run == run)})
     assert values[-1] == 100.0 and 50.0 in values, seen  # one of two done, then both, seen while the flow ran
+
+
+def _servers_of(pid: int) -> list[int]:
+    """Processes started for the study `pid` in their own session: its temporary Prefect server."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"MNIST_STUDY_PARENT_PID={pid}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the study", "Ctrl-C at the terminal", "SIGKILL to the study"])
+def test_an_interrupted_study_stops_its_training_and_its_server_at_once(tmp_path, mnist_dir, how):
+    """`kill`, a cancelled deployment run (SIGTERM) or Ctrl-C (SIGINT to the whole foreground group) used to wait for
+    every lineage to finish its epochs; now the study stops its training processes, then its temporary server,
+    and exits with the signal's status. Even SIGKILL leaves no training process and no server behind."""
+    environment = {**_environment(mnist_dir), "PREFECT_HOME": str(tmp_path / "prefect")}
+    environment.pop("PREFECT_API_URL")  # the study starts its own temporary server, as on a user's machine
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", "--artifacts-dir", str(tmp_path / "artifacts"),
+                                *TWO_RUNS], cwd=REPOSITORY, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, training = [], []
+    for line in process.stdout:
+        lines.append(line)
+        if match := TRAINING_PROCESS.search(line):
+            training.append(int(match.group(2)))
+            break
+    assert training, "".join(lines)[-3000:]
+    servers = _servers_of(process.pid)
+    assert len(servers) == 1, "".join(lines)[-3000:]
+    if how == "Ctrl-C at the terminal":
+        os.killpg(process.pid, signal.SIGINT)  # the terminal signals the whole group: the training processes too
+    else:
+        os.kill(process.pid, signal.SIGTERM if how == "SIGTERM to the study" else signal.SIGKILL)
+    signalled = time.monotonic()
+    lines += process.stdout.readlines()
+    process.wait(timeout=60)
+    output = "".join(lines)
+    assert time.monotonic() - signalled < 30, output[-3000:]
+    expected = {"SIGTERM to the study": 143, "Ctrl-C at the terminal": 130, "SIGKILL to the study": -signal.SIGKILL}
+    assert process.returncode == expected[how], output[-3000:]
+    if how != "SIGKILL to the study":
+        assert "interrupted after 0 of 2 runs: stopped" in output
+        assert f"interrupted by {'SIGTERM' if how.startswith('SIGTERM') else 'Ctrl-C (SIGINT)'}: training stopped" in output
+        assert "Traceback" not in output
+    deadline = time.monotonic() + 10  # a process whose parent is gone notices within half a second
+    while any(_alive(pid) for pid in training + servers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in training + servers if _alive(pid)], output[-3000:]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"  # a zombie has ended

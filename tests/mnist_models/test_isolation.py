@@ -196,3 +196,40 @@ def tensorflow_loaded(*, log):
 def test_a_worker_preloads_tensorflow_unless_told_otherwise():
     assert run_isolated(tensorflow_loaded, log=lambda line: None) is True  # training's processes: imported once
     assert run_isolated(tensorflow_loaded, log=lambda line: None, preload=()) is False
+
+
+def wait_forever(*, log):
+    import time
+
+    log("started")
+    time.sleep(600)
+
+
+def test_stop_all_ends_running_calls_at_once_and_starts_no_process_until_allowed():
+    import threading
+    import time
+
+    from mnist_models.isolation import allow_starts, stop_all
+
+    started, outcome = threading.Event(), {}
+
+    def call():
+        try:
+            Worker(preload=()).call(wait_forever, log=lambda line: started.set())
+        except RunCrashedError as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert started.wait(60)
+    began = time.monotonic()
+    try:
+        assert stop_all() == 1
+        thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - began < 10
+        assert "killed by signal 9" in str(outcome["error"])
+        with pytest.raises(RunCrashedError, match="not started: the study was interrupted"):
+            run_isolated(add, 1, 2, log=lambda line: None, preload=())  # a retry, or a lineage not yet begun
+    finally:
+        allow_starts()
+    assert run_isolated(add, 1, 2, log=lambda line: None, preload=())["sum"] == 3
