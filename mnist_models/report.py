@@ -137,9 +137,12 @@ def _formatter(spec: str):
 
 
 def _factor(value: float | None) -> str:
-    """A ratio that may span orders of magnitude: 1143.2 -> "1,143", 16.31 -> "16.3", 1.0 -> "1.00"."""
+    """A ratio that may span orders of magnitude: 1143.2 -> "1,143", 16.31 -> "16.3", 1.0 -> "1.00",
+    5.7e-42 -> "5.7e-42"."""
     if _is_missing(value):
         return MISSING
+    if value != 0 and not 1e-3 <= abs(value) < 1e7:  # beyond what digits can show at a glance
+        return f"{value:.2g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:#.3g}"
 
 

@@ -12,7 +12,7 @@ from mnist_models import outputs
 from mnist_models.architectures import model_entry
 from mnist_models.findings.numbers import Number, none_if_missing
 from mnist_models.records import Record
-from mnist_models.study_reference import TARGET_LAYER
+from mnist_models.study_reference import DIVERGED_BELOW, TARGET_LAYER
 
 
 class LayerGradient(Record):
@@ -58,6 +58,9 @@ class VariantOutcome(Record):
     # Seeds in which target_layer's gradient is exactly zero in every epoch after initialisation: the network never
     # left its initial state (its ReLUs went silent), so no ratio of that seed's trained epochs exists.
     silent_seeds: tuple[int, ...] = ()
+    # Seeds whose run ended at chance (test accuracy below DIVERGED_BELOW): silent ones, and ones whose gradient
+    # never grew enough to move the network in the epochs it had.
+    chance_seeds: tuple[int, ...] = ()
 
 
 class GradientExperiment(Record):
@@ -101,6 +104,8 @@ class DepthComparison(Record):
     # above 1) at initialisation, and over the trained epochs; None where no depth shows it.
     vanishes_at_initialisation_from: int | None
     vanishes_during_training_from: int | None
+    # The smallest depth at which some network without shortcuts ends at chance while none with them does.
+    untrained_without_from: int | None = None
 
 
 def gradient_experiments(gradients: pd.DataFrame, summary: pd.DataFrame | None = None) -> tuple[GradientExperiment, ...]:
@@ -118,9 +123,16 @@ def depth_comparison(experiments: tuple[GradientExperiment, ...]) -> DepthCompar
         return next((experiment.depth or 1 for experiment in experiments
                      if getattr(experiment, phase) is not None and getattr(experiment, phase).effect == "increased"),
                     None)
+    def stuck_without_shortcuts(experiment: GradientExperiment) -> bool:
+        outcomes = {outcome.model: outcome for outcome in experiment.outcomes}
+        without, with_ = outcomes.get(experiment.plain_model), outcomes.get(experiment.shortcut_model)
+        return bool(without and with_ and without.chance_seeds and not with_.chance_seeds)
+
     return DepthComparison(experiments=experiments,
                            vanishes_at_initialisation_from=first_depth("at_initialisation"),
-                           vanishes_during_training_from=first_depth("during_training"))
+                           vanishes_during_training_from=first_depth("during_training"),
+                           untrained_without_from=next((experiment.depth or 1 for experiment in experiments
+                                                        if stuck_without_shortcuts(experiment)), None))
 
 
 def gradient_experiment(gradients: pd.DataFrame, summary: pd.DataFrame | None = None) -> GradientExperiment:
@@ -182,11 +194,14 @@ def _outcome(model: str, summary: pd.DataFrame, gradients: pd.DataFrame) -> Vari
     runs = summary[(summary["model"] == model)
                    & summary["roles"].map(lambda roles: "gradient" in str(roles).split(","))].sort_values("seed")
     accuracies = tuple(none_if_missing(value) for value in runs["accuracy"])
+    seeds = tuple(int(seed) for seed in runs["seed"])
     known = [accuracy for accuracy in accuracies if accuracy is not None]
     target = gradients[(gradients["model"] == model) & (gradients["layer"] == TARGET_LAYER)
                        & (gradients["epoch"] > gradients["epoch"].min())]
     silent = target.groupby("seed")["gradient_norm"].max()
-    return VariantOutcome(model=model, seeds=tuple(int(seed) for seed in runs["seed"]), accuracies=accuracies,
+    return VariantOutcome(model=model, seeds=seeds, accuracies=accuracies,
+                          chance_seeds=tuple(seed for seed, accuracy in zip(seeds, accuracies)
+                                             if accuracy is not None and accuracy < DIVERGED_BELOW),
                           mean_accuracy=float(np.mean(known)) if known else None,
                           lowest_accuracy=min(known, default=None),
                           silent_seeds=tuple(int(seed) for seed, norm in silent.items() if norm == 0))

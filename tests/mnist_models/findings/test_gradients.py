@@ -130,6 +130,8 @@ def test_pairs_of_several_depths_are_compared_and_the_first_vanishing_depth_name
     assert findings.gradient == depths.experiments[0]  # the section's first pair is the shallowest
     assert depths.experiments[0].at_initialisation.effect == "unchanged"
     assert (depths.vanishes_at_initialisation_from, depths.vanishes_during_training_from) == (8, None)
+    assert depths.untrained_without_from == 8  # seed 42's plain network ends at chance (0.1135); no residual one does
+    assert depths.experiments[1].outcomes[0].chance_seeds == (42,)
     shallow_outcomes = depths.experiments[0].outcomes  # the summary has no runs of this pair: no accuracy to state
     assert [(outcome.silent_seeds, outcome.mean_accuracy) for outcome in shallow_outcomes] == [((), None), ((), None)]
 
