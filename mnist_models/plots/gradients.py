@@ -122,27 +122,34 @@ def plot_gradient_norm_band(gradients: pd.DataFrame, layer: str = "target_layer"
     axes = figure.add_subplot()
     palette = colormaps["tab10"].colors
     seed_counts = []
-    for index, variant in enumerate(dict.fromkeys(table["variant"])):
-        color = palette[index % len(palette)]
+    variants = list(dict.fromkeys(table["variant"]))
+    # Pairs of several depths: one colour per pair, dashed without the shortcut, and a legend of lines only.
+    paired = len(variants) > 2
+    for index, variant in enumerate(variants):
+        color = palette[(index // 2 if paired else index) % len(palette)]
         rows = table[table["variant"] == variant]
         seeds = rows["seed"].nunique()
         seed_counts.append(seeds)
         per_epoch = rows.groupby("epoch")["gradient_norm"].agg(["mean", "min", "max"]).sort_index()
         described = f"mean of {seeds} seeds" if seeds > 1 else "1 seed"
+        dashed = paired and variant.startswith("without")
         axes.plot(per_epoch.index, per_epoch["mean"], marker="o", markersize=3.5, color=color, zorder=3,
-                  label=f"{variant} ({described})")
+                  linestyle="--" if dashed else "-", label=variant if paired else f"{variant} ({described})")
         if seeds > 1:
             axes.fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"], color=color, alpha=0.2,
-                              linewidth=0, zorder=2, label=f"{variant}: min–max across {seeds} seeds")
+                              linewidth=0, zorder=2, label=None if paired else f"{variant}: min–max across {seeds} seeds")
     norms = table["gradient_norm"]
-    logarithmic = bool((norms > 0).all() and norms.max() / norms.min() > LOG_SCALE_SPAN)
+    positive = norms[norms > 0]  # a network that never trains has exact zeros: left out of a log scale's range
+    logarithmic = bool(len(positive) and ((norms > 0).all() or paired)
+                       and positive.max() / positive.min() > LOG_SCALE_SPAN)
     if logarithmic:
         axes.set_yscale("log", nonpositive="mask")
     axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axes.grid(True, which="major", alpha=0.3)
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"gradient norm of {layer}" + (" (log scale)" if logarithmic else ""))
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=9, frameon=False)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8 if paired else 9, frameon=False,
+                ncol=2 if paired else 1)
     most = max(seed_counts)
     if most > 1:
         title = f"Gradient norm of {layer} per epoch: mean and min–max band across {up_to(seed_counts)}{most} seeds"
