@@ -15,6 +15,7 @@ every trained run, so rewriting the results costs seconds.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import _common
 import pandas as pd
 
 from mnist_models.findings.gradients import GradientExperiment, depth_comparison, gradient_experiments
+from mnist_models.report import factor_text
 
 SWEEP = ["--models", "dnn", "--learning-rates", "0.001", "--epochs", "1"]  # the smallest sweep a study run takes
 
@@ -53,12 +55,8 @@ def interval(phase) -> str:
     if phase is None:
         return "—"
     if phase.ratio_low is None:
-        return f"{phase.typical_ratio:.3g} (one measurement)"
-    return f"{_factor(phase.typical_ratio)} ({_factor(phase.ratio_low)}–{_factor(phase.ratio_high)})"
-
-
-def _factor(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:#.3g}"
+        return f"{factor_text(phase.typical_ratio)} (one measurement)"
+    return f"{factor_text(phase.typical_ratio)} ({factor_text(phase.ratio_low)}–{factor_text(phase.ratio_high)})"
 
 
 def outcome_cells(experiment: GradientExperiment) -> list[str]:
@@ -66,14 +64,23 @@ def outcome_cells(experiment: GradientExperiment) -> list[str]:
     for outcome in experiment.outcomes:
         per_seed = ", ".join("—" if accuracy is None else f"{accuracy:.4f}" for accuracy in outcome.accuracies)
         cells.append(f"{outcome.mean_accuracy:.4f} ({per_seed})" if outcome.mean_accuracy is not None else "—")
-    silent = " / ".join(str(len(outcome.silent_seeds)) for outcome in experiment.outcomes)
-    return [*cells, f"{silent} of {experiment.seeds}"]
+    chance = " / ".join(str(len(outcome.chance_seeds)) for outcome in experiment.outcomes)
+    return [*cells, f"{chance} of {experiment.seeds}"]
+
+
+def training_wall_seconds(artifacts: Path) -> float:
+    """The training grid's wall time when the runs were trained: first start to last end, from their manifests."""
+    manifests = [json.loads(path.read_text()) for path in (artifacts / "runs").glob("*/manifest.json")]
+    return max(manifest["finished_unix"] for manifest in manifests) - min(manifest["started_unix"]
+                                                                           for manifest in manifests)
 
 
 def initial_norms(gradients: pd.DataFrame) -> pd.DataFrame:
     """target_layer's gradient norm at initialisation per model, seed by seed."""
     start = gradients[(gradients["layer"] == "target_layer") & (gradients["epoch"] == gradients["epoch"].min())]
-    return start.pivot_table(index="model", columns="seed", values="gradient_norm")
+    norms = start.pivot_table(index="model", columns="seed", values="gradient_norm")
+    order = list(dict.fromkeys(start["model"]))  # the table's order: pair by pair, shallowest first
+    return norms.reindex(sorted(norms.index, key=order.index))
 
 
 def figure(results: dict[str, tuple[GradientExperiment, ...]], path: Path) -> None:
@@ -99,6 +106,10 @@ def figure(results: dict[str, tuple[GradientExperiment, ...]], path: Path) -> No
     axes.axhline(1, color="grey", linewidth=0.8)
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
+    axes.set_ylim(0.1, 1e8)  # an interval over two seeds can span 90 orders of magnitude: it leaves the frame
+    depths = sorted({experiment.depth or 1 for experiments in results.values() for experiment in experiments})
+    axes.set_xticks(depths, [str(depth) for depth in depths])
+    axes.minorticks_off()
     axes.set_xlabel("blocks of two 3×3 convolutions")
     axes.set_ylabel("target_layer gradient, with ÷ without shortcuts")
     axes.set_title("Where the first layer's gradient vanishes without shortcuts\n(geometric mean, 95% interval "
@@ -135,7 +146,8 @@ def main() -> None:
         results[dataset] = experiments
         gradient_runs = summary[summary["roles"].str.split(",").map(lambda roles: "gradient" in roles)]
         record["datasets"][dataset] = {
-            "wall_seconds": round(seconds, 1), "train_seconds": round(float(gradient_runs["train_seconds"].sum()), 1),
+            "wall_seconds": round(seconds, 1), "training_wall_seconds": round(training_wall_seconds(artifacts), 1),
+            "train_seconds": round(float(gradient_runs["train_seconds"].sum()), 1),
             "experiments": [experiment.model_dump(mode="json") for experiment in experiments],
             "vanishes_at_initialisation_from": comparison and comparison.vanishes_at_initialisation_from,
             "vanishes_during_training_from": comparison and comparison.vanishes_during_training_from,
@@ -146,15 +158,16 @@ def main() -> None:
         sections.append("\n".join([
             f"## {dataset} (depths {depths})",
             "",
-            f"Wall time {seconds / 60:.1f} min (a rerun reuses every run); {float(gradient_runs['train_seconds'].sum()):,.0f} s "
-            "of training summed over the gradient runs. The report: "
+            f"Training took {training_wall_seconds(artifacts) / 60:.1f} min of wall time (first run's start to last "
+            f"run's end, two runs at once), {float(gradient_runs['train_seconds'].sum()):,.0f} s summed over the "
+            f"gradient runs; this invocation took {seconds / 60:.1f} min (reused runs are not retrained). The report: "
             f"`{artifacts.relative_to(_common.REPO_ROOT) if artifacts.is_relative_to(_common.REPO_ROOT) else artifacts}"
             "/report/report.md`.",
             "",
             _common.markdown_table(
                 ["blocks", "with ÷ without at initialisation (95% interval)",
                  f"epochs 1–{args.epochs} (95% interval)", "test accuracy without shortcuts: mean (per seed)",
-                 "with shortcuts", "never trained (without / with)"], rows),
+                 "with shortcuts", "at chance, below 0.2 (without / with)"], rows),
             "",
             "target_layer's gradient norm at initialisation, per seed:",
             "",
@@ -195,12 +208,19 @@ def answer(dataset: str, comparison) -> str:
         return f"One depth only on {dataset}: nothing to compare."
     start, trained = comparison.vanishes_at_initialisation_from, comparison.vanishes_during_training_from
     if start is None:
-        return f"**{dataset}:** at no depth is the gradient without shortcuts significantly smaller at initialisation."
-    during = ("and over the trained epochs from the same depth" if trained == start else
-              f"and over the trained epochs from {trained} blocks" if trained is not None else
-              "and at no depth over the trained epochs")
-    return (f"**{dataset}:** the first layer's gradient without shortcuts is significantly smaller from {start} blocks "
-            f"at initialisation, {during}.")
+        text = f"**{dataset}:** at no depth is the gradient without shortcuts significantly smaller at initialisation"
+    else:
+        during = ("and over the trained epochs from the same depth" if trained == start else
+                  f"and over the trained epochs from {trained} blocks" if trained is not None else
+                  "and at no depth over the trained epochs (the networks that train escape it)")
+        factors = ", ".join(f"{factor_text(experiment.at_initialisation.typical_ratio)} at {experiment.depth or 1}"
+                            for experiment in comparison.experiments if experiment.at_initialisation is not None)
+        text = (f"**{dataset}:** the first layer's gradient without shortcuts is significantly smaller from {start} "
+                f"blocks on at initialisation, {during}; the factor grows with depth ({factors})")
+    if comparison.untrained_without_from is None:
+        return text + "; no network without shortcuts ended at chance."
+    return (text + f"; from {comparison.untrained_without_from} blocks on, networks without shortcuts end at chance "
+            "in some seeds while every network with shortcuts trains.")
 
 
 if __name__ == "__main__":

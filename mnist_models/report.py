@@ -93,7 +93,7 @@ def _environment() -> jinja2.Environment:
     environment.filters.update(
         accuracy=_formatter("{:.4f}"), signed=_formatter("{:+.4f}"), study=_formatter("{:g}"),
         rate=_formatter("{:g}"), p_value=_formatter("{:.2g}"), number=_formatter("{:.4g}"),
-        ratio=_formatter("{:.2f}"), factor=_factor, thousands=_formatter("{:,}"), points=_points, epochs=_epochs,
+        ratio=_formatter("{:.2f}"), factor=factor_text, thousands=_formatter("{:,}"), points=_points, epochs=_epochs,
         setting=_setting_value, cell=_cell, oneline=_oneline,
     )
     environment.globals.update(
@@ -136,7 +136,7 @@ def _formatter(spec: str):
     return lambda value: MISSING if _is_missing(value) else spec.format(value)
 
 
-def _factor(value: float | None) -> str:
+def factor_text(value: float | None) -> str:
     """A ratio that may span orders of magnitude: 1143.2 -> "1,143", 16.31 -> "16.3", 1.0 -> "1.00",
     5.7e-42 -> "5.7e-42"."""
     if _is_missing(value):
