@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from mnist_models.quiet import banners_filtered, is_banner, quiet_environment
 
@@ -46,6 +49,9 @@ def test_the_environment_alone_does_not_silence_the_onednn_banner():
     child = _start_tensorflow("plain")
 
     banners = [line for line in child.stderr.splitlines() if is_banner(line)]
+    if not any("oneDNN" in line for line in banners) and "avx512" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("TensorFlow enables its oneDNN custom operations (and prints their banner) only on CPUs with "
+                    "AVX-512; this one has none")
     assert any("oneDNN custom operations are on" in line for line in banners), child.stderr
     assert "a genuine message written during the import" in child.stderr
 
