@@ -119,20 +119,22 @@ def depth_comparison(experiments: tuple[GradientExperiment, ...]) -> DepthCompar
     if len(experiments) < 2:
         return None
 
-    def first_depth(phase: str) -> int | None:
-        return next((experiment.depth or 1 for experiment in experiments
-                     if getattr(experiment, phase) is not None and getattr(experiment, phase).effect == "increased"),
-                    None)
+    def first_depth(holds) -> int | None:
+        return next((experiment.depth or 1 for experiment in experiments if holds(experiment)), None)
+
+    def increased(phase: RatioInterval | None) -> bool:
+        return phase is not None and phase.effect == "increased"
+
     def stuck_without_shortcuts(experiment: GradientExperiment) -> bool:
         outcomes = {outcome.model: outcome for outcome in experiment.outcomes}
         without, with_ = outcomes.get(experiment.plain_model), outcomes.get(experiment.shortcut_model)
         return bool(without and with_ and without.chance_seeds and not with_.chance_seeds)
 
-    return DepthComparison(experiments=experiments,
-                           vanishes_at_initialisation_from=first_depth("at_initialisation"),
-                           vanishes_during_training_from=first_depth("during_training"),
-                           untrained_without_from=next((experiment.depth or 1 for experiment in experiments
-                                                        if stuck_without_shortcuts(experiment)), None))
+    return DepthComparison(
+        experiments=experiments,
+        vanishes_at_initialisation_from=first_depth(lambda experiment: increased(experiment.at_initialisation)),
+        vanishes_during_training_from=first_depth(lambda experiment: increased(experiment.during_training)),
+        untrained_without_from=first_depth(stuck_without_shortcuts))
 
 
 def gradient_experiment(gradients: pd.DataFrame, summary: pd.DataFrame | None = None) -> GradientExperiment:

@@ -74,12 +74,7 @@ def test_a_run_killed_twice_is_reported_and_loses_only_itself(tmp_path, mnist_di
 
 
 def _writer_alive(path: Path) -> bool:
-    pid = int(path.name.rsplit(".", 4)[1].split("@")[0])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return _alive(int(path.name.rsplit(".", 4)[1].split("@")[0]))
 
 
 def _limit_file_size(limit: int):
@@ -352,6 +347,7 @@ def test_an_interrupted_study_stops_its_training_and_its_server_at_once(tmp_path
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, ended but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
