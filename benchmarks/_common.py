@@ -36,6 +36,9 @@ def subprocess_environment(prefect_home: str | os.PathLike[str] | None = None) -
     if prefect_home is not None:
         environment["PREFECT_HOME"] = str(prefect_home)
         environment.pop("PREFECT_API_URL", None)  # every flow starts its own temporary server
+        # A fresh PREFECT_HOME's first server creates its database: over Prefect's 20 s default on a slow CPU
+        # (an AMD EPYC without AVX-512 took longer on 2026-12-02). The study's own server waits 120 s too.
+        environment.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return environment
 
 

@@ -47,9 +47,10 @@ PARTS = {
     "run setup": "a reused worker's setup of its next lineage (data, model, first gradient probe)",
     "tracing (est.)": "a job's first epoch over the median later epoch of the same model: tracing, first-call warm-up",
     "training": "Keras fit's training steps",
-    "validation": "Keras fit's validation pass on the test split",
+    "validation": "each epoch's validation pass on the test split (the last one's probabilities are kept)",
     "epoch records": "TensorBoard histograms, gradient-norm probe, kernel histogram, model save, checkpoint",
-    "test prediction": "predicting the test split with the model in memory (and the run folder's hashes)",
+    "test prediction": "writing the last validation pass's test predictions (predicted anew only for a run that "
+                       "trained no epoch in the process) and the run folder's hashes",
     "after training, unsplit": "a job's last epoch records, test prediction and hand-over, where no run folder "
                                "says where one ends and the next begins",
     "hand-over": "Prefect task start and end, manifest, result back to the flow",

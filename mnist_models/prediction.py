@@ -63,14 +63,17 @@ def write_predictions(path: str | os.PathLike[str], labels: np.ndarray, probabil
 
 @dataclass(frozen=True)
 class KeepPredictions:
-    """Training's `after_run`: predict the test split with the model in memory and keep it in the run's folder,
-    stamped with `stamp` and the hash of the model file just written."""
+    """Training's `after_run`: keep the test split's predictions in the run's folder, stamped with `stamp` and the
+    hash of the model file just written: the last validation pass's `probabilities` (equal to `predict`'s, see
+    mnist_models.validation), or, where none were given, a prediction with the model in memory."""
 
     stamp: Mapping[str, str]
 
-    def __call__(self, folder: RunFolder, model, test: Split, log: Callable[[str], None]) -> None:
+    def __call__(self, folder: RunFolder, model, test: Split, log: Callable[[str], None],
+                 probabilities: np.ndarray | None = None) -> None:
+        probabilities = predict(model, test.images) if probabilities is None else chance_where_undefined(probabilities)
         try:
-            write_predictions(folder.predictions, test.labels, predict(model, test.images),
+            write_predictions(folder.predictions, test.labels, probabilities,
                               {**self.stamp, "model": file_sha256(folder.model)})
         except ValueError as error:  # not probabilities (a diverged run's NaNs): evaluation will say so
             log(f"no test predictions kept ({error}); evaluation predicts again")

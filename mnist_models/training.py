@@ -34,12 +34,16 @@ HISTOGRAM_BINS = 40
 # training-size batches, of each kernel's gradient norm: what the optimizer's steps see, not one batch's
 # handful of misclassified images (benchmarks/results/gradient_measure.md: the noise of both measures).
 GRADIENT_PROBE = 2048
-VALIDATION_BATCH = 1000  # validation's batch size changes no trained weight, only the cost of scoring
+# Validation's batch size changes no trained weight, only the cost of scoring. It is prediction.PREDICT_BATCH (a
+# test holds them equal): the last epoch's validation pass is kept as the run's test predictions, equal to a later
+# prediction's to the last bit. Not imported from there: the prediction table's code is not training's.
+VALIDATION_BATCH = 1000
 # Training steps per call into TensorFlow: the same steps, fewer round trips from Python (measured in
 # benchmarks/results/training_levers.md: dnn 0.47x, convnet 0.81x, resnet 0.90x per epoch).
 STEPS_PER_EXECUTION = 16
-# Called with a finished run's folder (before it is published), the model, the test split and the log.
-AfterRun = Callable[[RunFolder, object, data_lib.Split, Callable[[str], None]], None]
+# Called with a finished run's folder (before it is published), the model, the test split, the log and the test
+# split's probabilities from the last epoch's validation pass (None when no epoch was trained in this process).
+AfterRun = Callable[[RunFolder, object, data_lib.Split, Callable[[str], None], np.ndarray | None], None]
 
 
 def configure_threads(threads: int | None) -> None:
@@ -134,6 +138,7 @@ class _State:
     gradients: list[dict]
     histograms: list[dict]
     diverged: dict | None = None  # the epoch whose loss was not finite, and the last finite epoch's metrics
+    predictions: np.ndarray | None = None  # the test split's probabilities after `epoch`, from its validation pass
 
     def save(self, model, folder: RunFolder) -> None:
         """Write the model (weights and optimizer state) and the records into `folder`."""
@@ -166,8 +171,9 @@ def train_lineage(specs: list[RunSpec], train_path: str | os.PathLike[str], test
     Training resumes from the furthest finished run or checkpoint of the lineage, so a longer run
     continues a shorter one and a killed run resumes at its last epoch. Each epoch's data order is a
     function of (seed, epoch) alone, which makes continuing the same as training straight through.
-    `after_run(folder, model, test, log)` is called for each run before its folder is published, with
-    the model in memory (the flow keeps the test-split predictions this way: prediction.KeepPredictions).
+    `after_run(folder, model, test, log, probabilities)` is called for each run before its folder is published,
+    with the model in memory and its last validation pass's probabilities (the flow keeps the test-split
+    predictions this way: prediction.KeepPredictions).
     """
     specs = sorted(specs, key=lambda spec: spec.epochs)
     if len({spec.lineage for spec in specs}) != 1:
@@ -194,6 +200,8 @@ def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[st
     import keras
     import tensorflow as tf
 
+    from mnist_models.validation import Validator
+
     spec = specs[0]
     keras.backend.clear_session()  # a worker process trains lineage after lineage: start each from a clean state
     keras.utils.set_random_seed(spec.seed)
@@ -210,7 +218,7 @@ def _train_pending(specs: list[RunSpec], train_path, test_path, folders: dict[st
         model, state = _begin(spec, start, live, probe_rows, train, log)
         recorder = _Recorder(model, (train.images[probe_rows], train.labels[probe_rows]), spec.batch_size)
         feed = Feeder(train.images, train.labels)
-        validation = Feeder(test.images, test.labels).batches(VALIDATION_BATCH)
+        validation = Validator(model, Feeder(test.images, test.labels).batches(VALIDATION_BATCH))
         if start is None:
             state.gradients, state.histograms = recorder.gradients(0), recorder.histogram(0)
         else:  # a resumed lineage may already be at a run's epochs: that run's folder is written from `live`
@@ -258,16 +266,20 @@ def _begin(spec: RunSpec, start: Start | None, live: RunFolder, probe_rows, trai
 
 def _train_epoch(model, recorder: _Recorder, state: _State, spec: RunSpec, last_epoch: int, feed: Feeder,
                  validation, live: RunFolder, log: Callable[[str], None]) -> None:
-    """One epoch in the lineage's fixed data order, then its records and one progress line."""
+    """One epoch in the lineage's fixed data order, its validation pass (whose probabilities the state keeps),
+    then its records and one progress line."""
     import keras
+
+    from mnist_models.validation import ValidationCallback
 
     order = np.random.default_rng([spec.seed, state.epoch]).permutation(feed.rows)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(live.tensorboard), histogram_freq=1)
+    validating = ValidationCallback(validation, tensorboard)  # before TensorBoard: it writes what this adds
     began = time.perf_counter()
     fit = model.fit(feed.batches(spec.batch_size, order), epochs=state.epoch + 1, initial_epoch=state.epoch,
-                    shuffle=False, validation_data=validation, callbacks=[tensorboard], verbose=0)
+                    shuffle=False, callbacks=[validating, tensorboard], verbose=0)
     seconds = time.perf_counter() - began
-    state.epoch += 1
+    state.epoch, state.predictions = state.epoch + 1, validating.probabilities
     row = {"epoch": state.epoch, **{key: float(fit.history[key][-1]) for key in HISTORY_COLUMNS[1:5]},
            "seconds": seconds}
     state.history.append(row)
@@ -343,6 +355,6 @@ def _materialize(spec: RunSpec, model, state: _State, live: RunFolder, folder: R
         write_hparams(work.tensorboard, folder.run_id, spec, manifest["final_metrics"])  # TensorBoard's HParams
         manifest["file_hashes"] = folder_hashes(work)
         if after_run is not None:
-            after_run(work, model, test, lambda line: log(f"{folder.run_id}: {line}"))
+            after_run(work, model, test, lambda line: log(f"{folder.run_id}: {line}"), state.predictions)
         write_json(work.manifest, manifest)  # last: a folder without it is never trusted
     return trained_run(spec, manifest)

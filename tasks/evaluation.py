@@ -28,7 +28,7 @@ def model_hash(folder: RunFolder) -> str:
 def prediction_stamp(data: PreparedData) -> dict[str, str]:
     """What a run's predictions depend on besides its model file: the test split, the code, the libraries and
     the environment that changes TensorFlow's numerics."""
-    return {"test": data.test_hash, "code": digest(code_closure("mnist_models.prediction")),
+    return {"test": data.test_hash, "code": digest(code_closure("mnist_models.prediction", "mnist_models.validation")),
             "versions": digest({**library_versions(TRAINING_LIBRARIES), **numerics_environment(os.environ)})}
 
 

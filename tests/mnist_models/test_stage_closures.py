@@ -26,7 +26,8 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 TRAINING = ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py", "mnist_models/atomic_files.py",
             "mnist_models/data.py", "mnist_models/feeding.py", "mnist_models/hashing.py", "mnist_models/hparams.py",
             "mnist_models/layout.py", "mnist_models/memory.py", "mnist_models/parquet_pages.py",
-            "mnist_models/records.py", "mnist_models/runs.py", "mnist_models/training.py"]
+            "mnist_models/records.py", "mnist_models/runs.py", "mnist_models/training.py",
+            "mnist_models/validation.py"]
 FINDINGS = [f"mnist_models/findings/{name}.py" for name in (
     "__init__", "accuracy", "across_seeds", "conclusion", "data", "gradients", "method", "models", "nightly", "numbers",
     "performance", "problems", "selection")]
@@ -48,14 +49,15 @@ EXPECTED = {
     "train resnet": sorted([*TRAINING, "mnist_models/architectures/resnet.py"]),
     "train resnet_plain": sorted([*TRAINING, "mnist_models/architectures/resnet.py"]),
     # Evaluation reads a run's manifest (runs.py), not the training loop.
-    "evaluate": sorted([*(set(TRAINING) - {"mnist_models/hparams.py", "mnist_models/training.py"}),
+    "evaluate": sorted([*(set(TRAINING) - {"mnist_models/hparams.py", "mnist_models/training.py",
+                                           "mnist_models/validation.py"}),
                         "mnist_models/evaluation.py", "mnist_models/isolation.py", "mnist_models/metrics.py",
                         "mnist_models/placement.py", "mnist_models/prediction.py", "mnist_models/provenance.py",
                         "mnist_models/quiet.py", "tasks/__init__.py", "tasks/evaluation.py"]),
     "predictions": ["mnist_models/__init__.py", "mnist_models/architectures/__init__.py",
                     "mnist_models/atomic_files.py", "mnist_models/data.py", "mnist_models/feeding.py",
                     "mnist_models/hashing.py", "mnist_models/layout.py", "mnist_models/parquet_pages.py",
-                    "mnist_models/prediction.py"],
+                    "mnist_models/prediction.py", "mnist_models/validation.py"],
     "tables": OUTPUTS,
     "figures": sorted([*OUTPUTS, "mnist_models/plots/images.py", "mnist_models/plots/saving.py", "tasks/figures.py"]),
     "report": sorted([*OUTPUTS, *FINDINGS, "mnist_models/report.py", "tasks/report.py"]),
@@ -72,10 +74,11 @@ from mnist_models.planning import run_spec
 from mnist_models.provenance import code_closure
 keys = {f"train {model}": run_spec(model, 0.001, 1, 32, 42, None, "mnist", "data").code_files for model in MODEL_NAMES}
 keys["run ids"] = {model: run_spec(model, 0.001, 1, 32, 42, None, "mnist", "data").run_id for model in MODEL_NAMES}
-for stage, module in {"evaluate": "tasks.evaluation", "predictions": "mnist_models.prediction",
-                      "tables": "tasks.study_tables", "figures": "tasks.figures", "report": "tasks.report",
-                      "data": "tasks.data"}.items():
-    keys[stage] = code_closure(module)
+for stage, modules in {"evaluate": ("tasks.evaluation",),
+                       "predictions": ("mnist_models.prediction", "mnist_models.validation"),
+                       "tables": ("tasks.study_tables",), "figures": ("tasks.figures",), "report": ("tasks.report",),
+                       "data": ("tasks.data",)}.items():
+    keys[stage] = code_closure(*modules)
 keys["origin"] = mnist_models.__file__
 print(json.dumps(keys))
 """
@@ -85,10 +88,11 @@ def stage_code_files() -> dict[str, list[str]]:
     """Each stage's code files, as its key holds them."""
     files = {f"train {model}": sorted(run_spec(model, 0.001, 1, 32, 42, None, "mnist", "data").code_files)
              for model in MODEL_NAMES}
-    for stage, module in {"evaluate": "tasks.evaluation", "predictions": "mnist_models.prediction",
-                          "tables": "tasks.study_tables", "figures": "tasks.figures", "report": "tasks.report",
-                          "data": "tasks.data"}.items():
-        files[stage] = sorted(code_closure(module))
+    for stage, modules in {"evaluate": ("tasks.evaluation",),
+                           "predictions": ("mnist_models.prediction", "mnist_models.validation"),
+                           "tables": ("tasks.study_tables",), "figures": ("tasks.figures",),
+                           "report": ("tasks.report",), "data": ("tasks.data",)}.items():
+        files[stage] = sorted(code_closure(*modules))
     return files
 
 
