@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from mnist_models.evaluation import StudyRuns, correct_vector
+from mnist_models.quiet import banners_filtered
 from mnist_models.records import ROLES, EvaluatedRun, FailedRun
+from mnist_models.runs import read_manifest
 from mnist_models.study_reference import REFERENCE_LEARNING_RATE, STUDY_TABLE_2_1
 
 
@@ -138,26 +140,35 @@ def gradient_norms_table(study: StudyRuns) -> pd.DataFrame:
 
 def model_summary_table(study: StudyRuns) -> pd.DataFrame:
     """Per model and layer: type, output shape, parameters, and for convolutions the study's formula."""
-    from mnist_models.architectures import build_model
-
     rows = []
     for name in study.models:
-        model = build_model(name)
-        for layer in model.layers:
+        layers = _recorded_layers(study, name)
+        for layer in layers:
             formula, formula_parameters = "", np.nan
-            if type(layer).__name__ == "Conv2D":
-                rows_k, columns_k = layer.kernel_size
-                filters, channels = layer.filters, layer.kernel.shape[2]
+            if layer["type"] == "Conv2D":
+                (rows_k, columns_k), filters, channels = layer["kernel_size"], layer["filters"], layer["channels"]
                 formula = f"{rows_k}x{columns_k}x{filters}x{channels}+{filters}"
                 formula_parameters = float(rows_k * columns_k * filters * channels + filters)
             rows.append({
-                "model": name, "layer": layer.name, "type": type(layer).__name__,
-                "output_shape": str(tuple(layer.output.shape)), "parameters": int(layer.count_params()),
-                "study_formula": formula, "formula_parameters": formula_parameters,
+                "model": name, "layer": layer["layer"], "type": layer["type"], "output_shape": layer["output_shape"],
+                "parameters": layer["parameters"], "study_formula": formula, "formula_parameters": formula_parameters,
             })
         rows.append({"model": name, "layer": "(total)", "type": "", "output_shape": "",
-                     "parameters": int(model.count_params()), "study_formula": "", "formula_parameters": np.nan})
+                     "parameters": sum(layer["parameters"] for layer in layers), "study_formula": "",
+                     "formula_parameters": np.nan})
     return pd.DataFrame(rows)
+
+
+def _recorded_layers(study: StudyRuns, model: str) -> list[dict]:
+    """A model's layers as training recorded them in a run's manifest; built here (importing Keras) only for a run
+    trained before manifests kept them."""
+    for run in study.runs:
+        if run.model == model and (layers := (read_manifest(study.folder(run)) or {}).get("layers")):
+            return layers
+    from mnist_models.architectures import build_model, describe_layers
+
+    with banners_filtered():
+        return describe_layers(build_model(model))
 
 
 def representative_runs(summary: pd.DataFrame, learning_rate: float = REFERENCE_LEARNING_RATE) -> dict[str, str]:

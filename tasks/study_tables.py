@@ -10,14 +10,11 @@ from prefect import get_run_logger, task
 from mnist_models import outputs, tables
 from mnist_models.evaluation import StudyRuns
 from mnist_models.layout import ArtifactsLayout
-from mnist_models.quiet import banners_filtered
 
 
 @task
 def write_study_tables(study: StudyRuns) -> dict[str, Path]:
     """Build every study table of the registry and write each as Parquet, CSV and Markdown."""
-    with banners_filtered():  # model_summary builds the models: Keras is imported here
-        import keras  # noqa: F401
     paths = {}
     for name, table in outputs.build_tables(study).items():
         paths[name] = tables.write_table(table, study.layout.tables_dir, name)["parquet"]

@@ -40,7 +40,7 @@ OUTPUTS = sorted(["mnist_models/__init__.py", "mnist_models/architectures/__init
                   *(f"mnist_models/plots/{name}.py" for name in ("__init__", "accuracy_curves", "canvas", "checks",
                                                                  "gradients", "lr_sweep", "per_class")),
                   "mnist_models/prediction.py", "mnist_models/quiet.py", "mnist_models/records.py",
-                  "mnist_models/replicates.py", "mnist_models/study_reference.py",
+                  "mnist_models/replicates.py", "mnist_models/runs.py", "mnist_models/study_reference.py",
                   "mnist_models/table_builders.py", "mnist_models/tables.py", "tasks/__init__.py",
                   "tasks/study_tables.py"])
 EXPECTED = {

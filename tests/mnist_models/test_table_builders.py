@@ -85,3 +85,29 @@ def test_significance_needs_the_saved_predictions(study):
             folder.predictions)
     table = table_builders.significance_table(study)
     assert len(table) == 3 and set(table["seed"]) == {42}
+
+
+def test_the_model_summary_comes_from_the_layers_training_recorded_else_from_keras(study):
+    import json
+
+    from mnist_models.architectures import build_model, describe_layers
+    from mnist_models.runs import folder_hashes
+
+    built = table_builders.model_summary_table(study)  # no run folder here: each model is built with Keras
+    convnet = built[built["model"] == "convnet"].set_index("layer")
+    assert convnet.loc["conv_2", "study_formula"] == "3x3x64x32+64" and convnet.loc["conv_2", "parameters"] == 18496
+    assert convnet.loc["(total)", "parameters"] == 93322 and convnet.loc["conv_1", "output_shape"] == "(None, 26, 26, 32)"
+
+    recorded = describe_layers(build_model("convnet"))
+    recorded[1]["layer"] = "conv_1_as_recorded"
+    run = next(run for run in study.runs if run.model == "convnet")
+    folder = study.folder(run)
+    folder.path.mkdir(parents=True)
+    (folder.path / "model.keras").write_bytes(b"weights")
+    folder.manifest.write_text(json.dumps({"files": ["model.keras"], "file_hashes": folder_hashes(folder),
+                                           "layers": recorded}))
+    from_run = table_builders.model_summary_table(study)
+    assert from_run[from_run["model"] == "convnet"]["layer"].tolist()[1] == "conv_1_as_recorded"
+    others = from_run["layer"] != "conv_1_as_recorded"
+    pd.testing.assert_frame_equal(from_run[others].reset_index(drop=True),
+                                  built[built["layer"] != "conv_1"].reset_index(drop=True))

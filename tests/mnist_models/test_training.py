@@ -35,6 +35,10 @@ def test_one_run_writes_a_complete_trustworthy_folder(model, small_splits, tmp_p
     assert manifest["train_images"] == 500 and manifest["data_hash"] == "test-data-hash"
     assert {"tensorflow", "keras", "python"} <= set(manifest["versions"])
     assert 0.0 <= manifest["final_metrics"]["val_accuracy"] <= 1.0
+    from mnist_models.architectures import build_model, describe_layers  # the model_summary table's rows
+
+    assert manifest["layers"] == describe_layers(build_model(model))
+    assert sum(layer["parameters"] for layer in manifest["layers"]) == manifest["trainable_parameters"]
     assert lines == [line for line in lines if line.startswith(spec.run_id)] and len(lines) == 1  # one per epoch
 
     history = pd.read_parquet(run_dir / "history.parquet")
