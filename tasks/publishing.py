@@ -18,6 +18,7 @@ def publish_artifacts(layout: ArtifactsLayout, table_names: list[str]) -> None:
         create_table_artifact(key=name.replace("_", "-"), table=records, description=f"Study table `{name}`")
     if layout.report_markdown.exists():
         # The UI cannot open the report's folder: its figures travel inside the artifact, as data URIs.
-        markdown = inline_markdown_images(layout.report_markdown.read_text(), layout.report_dir)
+        markdown = inline_markdown_images(layout.report_markdown.read_text(), layout.report_dir,
+                                          palette_cache=layout.cache_dir / "palette")
         create_markdown_artifact(key="study-report", markdown=markdown,
                                  description="The MNIST study, regenerated from this run")

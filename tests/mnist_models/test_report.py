@@ -762,3 +762,25 @@ def test_pairs_of_several_depths_get_a_section_that_names_where_the_gradient_van
     assert "`resnet_plain_deep8` never left its initial state in seed 42" in section
     assert ("from 8 blocks on, networks without shortcuts end at chance (test accuracy below 0.2) in 1 of 3 seeds at 8, "
             "while every network with shortcuts trains") in section
+
+
+def test_the_prefect_markdown_converts_each_figure_once_and_keeps_only_the_report_s(tables, figures, report_dir,
+                                                                                     tmp_path):
+    text = build_report_markdown(_context(tables, figures), report_dir)
+    cache = tmp_path / "palette"
+    fresh = inline_markdown_images(text, report_dir)
+
+    assert inline_markdown_images(text, report_dir, palette_cache=cache) == fresh
+    before = {path.name: path.read_bytes() for path in cache.iterdir()}
+    assert before and all(name.endswith(".png") for name in before)
+    for name, data in before.items():  # a kept conversion is read, not made again: mark each, find the marks inlined
+        (cache / name).write_bytes(data + b"kept")
+    again = inline_markdown_images(text, report_dir, palette_cache=cache)
+    assert all(base64.b64encode(data + b"kept").decode() in again for data in before.values())
+
+    Image.new("RGB", (40, 30), "red").save(figures["first_25_images"])  # a figure changes: converted anew
+    inline_markdown_images(text, report_dir, palette_cache=cache)
+    after = {path.name for path in cache.iterdir()}
+    (new,) = after - set(before)
+    assert Image.open(cache / new).size == (40, 30)
+    assert len(set(before) - after) <= 1  # the old figure's conversion, unless another figure still has its bytes
