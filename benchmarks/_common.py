@@ -146,3 +146,18 @@ def timed(function, *arguments):
     started = time.perf_counter()
     result = function(*arguments)
     return time.perf_counter() - started, result
+
+
+def git_commit() -> str | None:
+    """The repository's commit (short), with "+changes" when tracked files differ from it; None outside git."""
+    def git(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *arguments], cwd=REPO_ROOT, capture_output=True, text=True)
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        if commit.returncode != 0:
+            return None
+        changed = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except OSError:
+        return None
+    return commit.stdout.strip() + ("+changes" if changed else "")

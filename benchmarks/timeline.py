@@ -624,8 +624,9 @@ def plot_timeline(timeline: Timeline, title: str):
     return figure
 
 
-def write_outputs(timeline: Timeline, output: Path, sources: dict, machine: dict) -> dict:
-    """OUTPUT.json, OUTPUT.png and OUTPUT.md; returns the JSON payload."""
+def write_outputs(timeline: Timeline, output: Path, sources: dict, machine: dict, baseline: dict | None = None) -> dict:
+    """OUTPUT.json, OUTPUT.png and OUTPUT.md (with `baseline`, an earlier timeline's JSON, beside each part);
+    returns the JSON payload."""
     from mnist_models.plots.saving import save_figure
 
     rows = part_table(timeline)
@@ -633,15 +634,33 @@ def write_outputs(timeline: Timeline, output: Path, sources: dict, machine: dict
                "clock_alignment": timeline.clock, "parts": rows, "jobs": timeline.jobs, "notes": timeline.notes,
                "lanes": {lane: [asdict(segment) for segment in timeline.segments if segment.lane == lane]
                          for lane in timeline.lanes}}
+    if baseline is not None:
+        payload["baseline"] = {"from": sources["baseline"], "commit": baseline.get("commit"),
+                               "wall_s": baseline["wall_s"],
+                               "parts": {row["part"]: row["wall_s"] for row in baseline["parts"]}}
     _common.write_json(output.with_suffix(".json"), payload)
     save_figure(plot_timeline(timeline, f"Where {timeline.wall:.1f} s of one study run go "
                                         f"({timeline.workers} training worker(s))"), output.with_suffix(".png"))
+    before = payload.get("baseline", {}).get("parts")
+    compared = ([] if before is None else [{"part": part, "wall_s": 0.0, "share": 0.0, "lane_s": 0.0, "lanes": 0,
+                                            "holds": PARTS.get(part, "")}
+                                           for part in before if part not in {row["part"] for row in rows}])
+
+    def baseline_cells(part: str | None, seconds: float) -> list[str]:
+        if before is None:
+            return []
+        earlier = sum(before.values()) if part is None else before.get(part, 0.0)
+        return [f"{earlier:.1f}", f"{seconds - earlier:+.1f}"]
+
     table = _common.markdown_table(
-        ["part", "wall s", "share of wall", "lane s", "lanes", "holds"],
-        [[row["part"], f"{row['wall_s']:.1f}", f"{100 * row['share']:.1f}%", f"{row['lane_s']:.1f}", row["lanes"],
-          row["holds"]] for row in rows]
-        + [["total", f"{sum(row['wall_s'] for row in rows):.1f}", f"{100 * sum(row['share'] for row in rows):.1f}%",
-            f"{sum(row['lane_s'] for row in rows):.1f}", len(timeline.lanes), ""]])
+        ["part", "wall s", *([] if before is None else ["baseline wall s", "change s"]), "share of wall", "lane s",
+         "lanes", "holds"],
+        [[row["part"], f"{row['wall_s']:.1f}", *baseline_cells(row["part"], row["wall_s"]),
+          f"{100 * row['share']:.1f}%", f"{row['lane_s']:.1f}", row["lanes"], row["holds"]] for row in rows + compared]
+        + [["total", f"{sum(row['wall_s'] for row in rows):.1f}",
+            *baseline_cells(None, sum(row["wall_s"] for row in rows)),
+            f"{100 * sum(row['share'] for row in rows):.1f}%", f"{sum(row['lane_s'] for row in rows):.1f}",
+            len(timeline.lanes), ""]])
     shown = [part for part in PARTS if any(part in job["seconds"] for job in timeline.jobs)]
     jobs = _common.markdown_table(
         ["job", "lane", "process", "start s", *shown, "total s"],
@@ -661,7 +680,12 @@ def write_outputs(timeline: Timeline, output: Path, sources: dict, machine: dict
         + (" (a temporary folder, removed after the analysis)." if sources.get("artifacts_removed") else "."),
         f"Produced by: `{' '.join(sources['benchmark_command'])}`.", "",
         f"**Wall time: {timeline.wall:.1f} s**, {timeline.workers} training worker lane(s). Log clock aligned by "
-        f"{timeline.clock}.", "",
+        f"{timeline.clock}." + (f" Code: commit {sources['commit']}." if sources.get("commit") else ""), "",
+        *([] if before is None else [
+            (f"Baseline: `{sources['baseline']}`, commit {payload['baseline']['commit'] or 'not recorded'}, "
+             f"{payload['baseline']['wall_s']:.1f} s on the same kind of run: this run took "
+             f"{timeline.wall - payload['baseline']['wall_s']:+.1f} s "
+             f"({100 * (timeline.wall / payload['baseline']['wall_s'] - 1):+.1f}%)."), ""]),
         f"![timeline]({output.with_suffix('.png').name})", "",
         "## Seconds per part", "",
         ("*wall s*: the part's share of the wall clock; while the training grid runs, each of the N worker lanes "
@@ -721,7 +745,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=_common.RESULTS_DIR / "timeline",
                         help="path without suffix of the .md, .json and .png (default: benchmarks/results/timeline)")
     parser.add_argument("--keep-temp", action="store_true", help="with --run: keep the temporary folders")
+    parser.add_argument("--baseline", type=Path, help="an earlier timeline's .json (of another commit, say): its "
+                        "seconds per part beside this run's")
     options = parser.parse_args(argv)
+    try:
+        baseline = json.loads(options.baseline.read_text()) if options.baseline else None
+    except (OSError, ValueError) as error:
+        parser.error(f"--baseline {options.baseline}: {error}; expected a timeline .json written by this script")
     if (options.run and (options.log or options.artifacts)) or (not options.run and not (options.log and
                                                                                        options.artifacts)):
         parser.error("give either --run, or both --log and --artifacts")
@@ -742,12 +772,13 @@ def main(argv: list[str] | None = None) -> None:
             log_path, artifacts, sources = options.log, options.artifacts, {"command": None}
         shown = log_path.resolve().relative_to(_common.REPO_ROOT) if log_path.resolve().is_relative_to(
             _common.REPO_ROOT) else log_path
-        sources.update(log=str(shown), artifacts=str(artifacts), benchmark_command=benchmark_command)
+        sources.update(log=str(shown), artifacts=str(artifacts), benchmark_command=benchmark_command,
+                       commit=_common.git_commit(), **({"baseline": str(options.baseline)} if baseline else {}))
         try:
             timeline = build_timeline(log_path, artifacts)
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
-        payload = write_outputs(timeline, output, sources, machine)
+        payload = write_outputs(timeline, output, sources, machine, baseline)
     finally:
         if temporary is not None and not options.keep_temp:
             shutil.rmtree(temporary, ignore_errors=True)
