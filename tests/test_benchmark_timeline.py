@@ -155,3 +155,28 @@ def test_a_log_without_timestamped_lines_is_refused(tmp_path):
     assert completed.returncode == 2
     assert "holds no 'HH:MM:SS.mmm" in completed.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_baseline_timeline_is_shown_part_by_part_beside_this_run(report, tmp_path):
+    earlier = {**report, "commit": "0123abc", "wall_s": 30.0,
+               "parts": [*({**row, "wall_s": row["wall_s"] + 1.0} if row["part"] == "tables" else row
+                           for row in report["parts"] if row["part"] != "report"),
+                         {"part": "gone", "wall_s": 1.0, "share": 0.0, "lane_s": 1.0, "lanes": 1, "holds": ""}]}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    log, artifacts = _study(tmp_path)
+    completed = _timeline("--log", str(log), "--artifacts", str(artifacts), "--output", str(tmp_path / "out"),
+                          "--baseline", str(tmp_path / "earlier.json"))
+    assert completed.returncode == 0, completed.stderr
+    text = (tmp_path / "out.md").read_text()
+    assert "commit 0123abc, 30.0 s on the same kind of run: this run took -2.0 s (-6.7%)" in text
+    rows = {cells[0]: cells[1:4] for line in text.splitlines() if line.startswith("| ")
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
+    assert rows["tables"] == ["1.0", "2.0", "-1.0"] and rows["report"] == ["0.9", "0.0", "+0.9"]
+    assert rows["gone"] == ["0.0", "1.0", "-1.0"]  # a part only the baseline had
+    assert rows["total"][:2] == ["28.0", "29.1"]  # 28.0 + 1.0 (tables) - 0.9 (report) + 1.0 (gone)
+    assert json.loads((tmp_path / "out.json").read_text())["baseline"]["commit"] == "0123abc"
+
+    broken = _timeline("--log", str(log), "--artifacts", str(artifacts), "--output", str(tmp_path / "again"),
+                       "--baseline", str(log))
+    assert broken.returncode == 2 and "expected a timeline .json" in broken.stderr
+    assert not (tmp_path / "again.json").exists()
