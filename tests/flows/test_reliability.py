@@ -315,7 +315,10 @@ def test_an_interrupted_study_stops_its_training_and_its_server_at_once(tmp_path
     environment.pop("PREFECT_API_URL")  # the study starts its own temporary server, as on a user's machine
     process = subprocess.Popen([sys.executable, "flows/full_study.py", "--artifacts-dir", str(tmp_path / "artifacts"),
                                 *TWO_RUNS], cwd=REPOSITORY, env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               # As from a terminal: a test suite started in the background (`make test &`) would
+                               # otherwise hand the study an ignored SIGINT, which Python then leaves ignored.
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines, training = [], []
     for line in process.stdout:
         lines.append(line)
