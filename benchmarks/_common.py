@@ -149,7 +149,8 @@ def timed(function, *arguments):
 
 
 def git_commit() -> str | None:
-    """The repository's commit (short), with "+changes" when tracked files differ from it; None outside git."""
+    """The repository's commit (short), with "+changes" when tracked files outside benchmarks/results differ from it;
+    None outside git."""
     def git(*arguments: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *arguments], cwd=REPO_ROOT, capture_output=True, text=True)
 
@@ -157,7 +158,8 @@ def git_commit() -> str | None:
         commit = git("rev-parse", "--short", "HEAD")
         if commit.returncode != 0:
             return None
-        changed = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        # The benchmarks' own results (a log written during the run) are not the code measured.
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results").stdout.strip()
     except OSError:
         return None
     return commit.stdout.strip() + ("+changes" if changed else "")
