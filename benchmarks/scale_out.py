@@ -24,7 +24,9 @@ configuration: 13 jobs; the 10-epoch ResNet at LR 0.001 is continued to 20 as on
 times its model's measured seconds per epoch (one thread), plus the measured fixed cost of a lineage. Costs come
 from `--costs-from`: a study's log (default: the full study of benchmarks/results/full_scale, 60,000 images,
 two one-thread runs side by side) or an artifacts folder (its manifests). What-if: idle workers lend their cores
-to the longest lineages (2 or 4 threads), with per-model thread speed-ups read from ratio_bound.json.
+to the longest lineages (2 or 4 threads), with per-model thread speed-ups read from ratio_bound.json. Planner:
+the thread counts `planning.share_threads` gives on one machine with that many cores (spare cores to the
+lineages that would end last), simulated with the same speed-ups.
 """
 
 from __future__ import annotations
@@ -411,7 +413,8 @@ def study_lineages(costs: dict[str, float], fixed_s: float) -> list[dict]:
         epochs_s = planning.model_cost(job[-1].spec.model, costs) * job[-1].spec.epochs
         lineages.append({"lineage": " + ".join(f"{run.spec.model} lr={run.spec.learning_rate:g} e={run.spec.epochs}"
                                                for run in job),
-                         "model": job[-1].spec.model, "epochs": job[-1].spec.epochs, "epochs_s": round(epochs_s, 1),
+                         "model": job[-1].spec.model, "learning_rate": job[-1].spec.learning_rate,
+                         "seed": job[-1].spec.seed, "epochs": job[-1].spec.epochs, "epochs_s": round(epochs_s, 1),
                          "fixed_s": round(fixed_s, 1), "seconds": round(epochs_s + fixed_s, 1)})
     return lineages
 
@@ -448,6 +451,30 @@ def with_threads(lineages: list[dict], workers: int, speedups: dict[str, dict[st
     return best, {lineages[index]["lineage"]: count for index, count in threads.items()}
 
 
+def amdahl_speedup(speedups: dict[str, float], threads: int) -> float:
+    """A model's epoch speed-up on `threads` threads: Amdahl's law fitted to its measured 2-thread figure."""
+    parallel = min(1.0, max(0.0, 2 * (1 - 1 / speedups.get("2", 1.0))))
+    return 1 / ((1 - parallel) + parallel / threads)
+
+
+def with_planner(lineages: list[dict], cores: int, speedups: dict[str, dict[str, float]]) -> tuple[float, dict]:
+    """The study on one machine with `cores` cores, as the planner shares them (`planning.share_threads`): where every
+    lineage trains at once, the spare cores go to the lineages that would end last; otherwise one thread each,
+    longest first. Returns the simulated wall time and the lineages given more than one thread."""
+    config = StudyConfig()
+    shares = planning.share_threads(config, planning.plan_runs(config, ""), cores)
+
+    def seconds(lineage: dict, count: int) -> float:
+        return lineage["fixed_s"] + lineage["epochs_s"] / amdahl_speedup(speedups.get(lineage["model"], {}), count)
+
+    counts = [shares[lineage["model"], lineage["learning_rate"], lineage["seed"]] for lineage in lineages]
+    if len(set(counts)) == 1:
+        wall, _ = schedule.simulate([seconds(lineage, counts[0]) for lineage in lineages], cores // counts[0])
+    else:  # shares differ only where every lineage trains at once
+        wall = max(seconds(lineage, count) for lineage, count in zip(lineages, counts))
+    return wall, {lineage["lineage"]: count for lineage, count in zip(lineages, counts) if count > 1}
+
+
 def simulated_part(options: argparse.Namespace) -> dict:
     source = options.costs_from
     if source.is_dir():
@@ -470,9 +497,11 @@ def simulated_part(options: argparse.Namespace) -> dict:
     for workers in WORKER_COUNTS:
         wall, idle = schedule.simulate([lineage["seconds"] for lineage in lineages], workers)
         threaded, given = with_threads(lineages, workers, speedups)
+        planned, shared = with_planner(lineages, workers, speedups)
         rows.append({"workers": workers, "wall_s": round(wall, 1), "utilisation": round(total / wall / workers, 3),
                      "speedup": round(total / wall, 2), "on_critical_path": abs(wall - critical) < 0.05,
-                     "what_if_wall_s": round(threaded, 1), "what_if_threads": given})
+                     "what_if_wall_s": round(threaded, 1), "what_if_threads": given,
+                     "planner_wall_s": round(planned, 1), "planner_threads": shared})
     floor = max(lineage["fixed_s"] + lineage["epochs_s"] / speedups.get(lineage["model"], {}).get(
         str(THREAD_LEVELS[-1]), 1.0) for lineage in lineages)
     return {"costs_from": str(source), "seconds_per_epoch": {model: round(costs[model], 3) for model in sorted(costs)},
@@ -512,6 +541,8 @@ def plot(payload: dict):
     right.plot(workers, [row["wall_s"] for row in simulated["rows"]], "o-", label="one thread per lineage")
     right.plot(workers, [row["what_if_wall_s"] for row in simulated["rows"]], "s--",
                label="what-if: idle cores to the longest lineages")
+    right.plot(workers, [row["planner_wall_s"] for row in simulated["rows"]], "^-.",
+               label="the planner on one machine with that many cores")
     right.axhline(simulated["critical_path_s"], color="grey", linestyle=":",
                   label=f"critical path (longest lineage) {simulated['critical_path_s']:.0f} s")
     right.axhline(simulated["what_if_floor_s"], color="grey", linestyle="-.", linewidth=0.8,
@@ -613,10 +644,12 @@ def markdown(payload: dict) -> str:
                                [[lineage["lineage"], lineage["seconds"]] for lineage in simulated["lineages"]]), "",
         _common.markdown_table(
             ["workers", "wall s", "wall min", "speed-up vs 1", "workers busy", "limited by",
-             "what-if wall s", "what-if threads"],
+             "what-if wall s", "what-if threads", "planner wall s", "planner threads"],
             [[row["workers"], row["wall_s"], f"{row['wall_s'] / 60:.1f}", row["speedup"], f"{row['utilisation']:.0%}",
               "**critical path**" if row["on_critical_path"] else "workers", row["what_if_wall_s"],
-              "; ".join(f"{name}: {count}" for name, count in row["what_if_threads"].items()) or "-"]
+              "; ".join(f"{name}: {count}" for name, count in row["what_if_threads"].items()) or "-",
+              row["planner_wall_s"],
+              "; ".join(f"{name}: {count}" for name, count in row["planner_threads"].items()) or "1 each"]
              for row in simulated["rows"]]), "",
         f"Critical path: the longest lineage, {simulated['lineages'][0]['lineage']}, {simulated['critical_path_s']} s; "
         f"all lineages one after the other: {simulated['total_s']} s.", "", _cost_check(measured, simulated), "",
@@ -628,6 +661,13 @@ def markdown(payload: dict) -> str:
         + ", ".join(f"{model} {values['2']}x / {values['4']}x"
                     for model, values in simulated["thread_speedups"].items())
         + ".", "",
+        "Planner: what `flows/full_study.py` does on one machine with that many cores (`planning.share_threads`, "
+        "`capacity.thread_shares`). Where the study's lineages outnumber the cores they queue, one thread each; where "
+        "every lineage trains at once, each gets a core and the spare cores go one at a time to the lineage that "
+        "would end last (by the registered epoch costs: a run's thread count is in its key, so it must not follow "
+        "this machine's timings). Speed-ups on n threads: Amdahl's law fitted to the measured 2-thread figure. On a "
+        "Dask cluster the planner keeps one thread per task (the what-if columns show what lending workers' cores "
+        "would give).", "",
     ]
     return "\n".join(lines)
 

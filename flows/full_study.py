@@ -29,7 +29,7 @@ from flows._concurrency import artifacts_slot
 from flows._runtime import checked_config, parse_config, run_cli, run_flow
 from flows.prepare_data import DataStageError, plan_data, prepare
 from mnist_models import planning
-from mnist_models.capacity import machine_capacity, parallel_runs, threads_per_worker
+from mnist_models.capacity import machine_capacity, parallel_runs
 from mnist_models.config import StudyConfig
 from mnist_models.data import split_size
 from mnist_models.engine import Engine, Produced, Stage
@@ -94,9 +94,8 @@ def grid_runner(graph: StudyGraph):
         capacity = machine_capacity(layout)
         slots = [] if config.dask_address else gpu_slots(visible_gpus(), len(specs))
         parallel = parallel_runs(config, len(units), capacity, gpu_slots=len(slots))
-        threads = next(iter(specs.values())).threads
         gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
-        get_run_logger().info(f"{parallel} run(s) at once on {threads} thread(s) each: "
+        get_run_logger().info(f"{parallel} run(s) at once on {describe_threads(specs.values())}: "
                               f"{capacity.describe()}{gpus}")
         lineages = [[specs[run_id] for run_id in unit] for unit in units]
         try:
@@ -109,6 +108,15 @@ def grid_runner(graph: StudyGraph):
                             else {trained.spec.run_id: Produced(trained) for trained in outcome})
 
     return run
+
+
+def describe_threads(specs) -> str:
+    """`1 thread(s) each`, or where spare cores went to the longest lineages `1-3 threads (3 for the longest: resnet lr=0.001)`."""
+    counts = sorted({spec.threads for spec in specs})
+    if len(counts) == 1:
+        return f"{counts[0]} thread(s) each"
+    most = sorted({f"{spec.model} lr={spec.learning_rate:g}" for spec in specs if spec.threads == counts[-1]})
+    return f"{counts[0]}-{counts[-1]} threads ({counts[-1]} for the longest: {', '.join(most)})"
 
 
 def task_runner_for(config: StudyConfig, parallel: int):
@@ -129,11 +137,11 @@ def study_graph(config: StudyConfig, layout: ArtifactsLayout, engine, today: dat
     return data, StudyGraph(config, layout, data, tuple(planned), engine, night, flow_run_id)
 
 
-def training_threads(config: StudyConfig, planned: list) -> int:
-    """TensorFlow threads of every run of this study on this machine (a run's key holds them)."""
+def training_threads(config: StudyConfig, planned: list) -> dict[planning.LineageName, int]:
+    """TensorFlow threads of each lineage of this study on this machine (a run's key holds them)."""
     lineages = len({run.spec.lineage for run in planned})
     slots = 0 if config.dask_address else len(gpu_slots(visible_gpus(), lineages))
-    return threads_per_worker(config, lineages, os.cpu_count() or 1, slots)
+    return planning.share_threads(config, planned, os.cpu_count() or 1, slots)
 
 
 def planned_runs(config: StudyConfig, data: PreparedData, layout: ArtifactsLayout) -> list:

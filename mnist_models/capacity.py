@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +68,10 @@ def parallel_runs(config: StudyConfig, runs_to_train: int, capacity: Capacity, g
 
 
 def threads_per_worker(config: StudyConfig, lineages: int, cores: int, gpu_slots: int = 0) -> int:
-    """TensorFlow threads per training process, decided before any decision on reuse (the count is in every
-    run's key): the `threads` option, else 1 on a Dask cluster, else the cores shared among the study's lineages
-    that could train at once (a lineage is one process, however many of its runs it writes). Memory, which
-    changes from minute to minute, bounds how many train at once, never their thread count."""
+    """TensorFlow threads per training process when every process gets the same: the `threads` option, else 1 on a
+    Dask cluster, else the cores shared among the study's lineages that could train at once (a lineage is one
+    process, however many of its runs it writes). Memory, which changes from minute to minute, bounds how many
+    train at once, never their thread count."""
     if config.threads:
         return config.threads
     if config.dask_address:
@@ -78,3 +79,21 @@ def threads_per_worker(config: StudyConfig, lineages: int, cores: int, gpu_slots
     return max(1, cores // max(1, min(config.workers or gpu_slots or cores, lineages)))
 
 
+def thread_shares(config: StudyConfig, lineage_costs: Sequence[float], cores: int, gpu_slots: int = 0) -> list[int]:
+    """TensorFlow threads of each lineage's training process, decided before any decision on reuse (the count is in
+    every run's key). `lineage_costs` are their expected seconds on one thread.
+
+    Where every lineage trains at once and cores are left over (a 16-core machine and the study's 13 lineages), the
+    spare cores go one at a time to the lineage that would finish last (the critical path: the ResNet 10 + 20-epoch
+    lineage first), not evenly, so that the last lineage ends sooner. Otherwise every process gets the same count
+    (`threads_per_worker`): lineages that queue for a process cannot be told apart before they start.
+    """
+    even = threads_per_worker(config, len(lineage_costs), cores, gpu_slots)
+    all_at_once = len(lineage_costs) <= (config.workers or cores)
+    if config.threads or config.dask_address or gpu_slots or not all_at_once or len(lineage_costs) >= cores:
+        return [even] * len(lineage_costs)
+    shares = [1] * len(lineage_costs)
+    for _ in range(cores - len(lineage_costs)):
+        longest = max(range(len(shares)), key=lambda index: (lineage_costs[index] / shares[index], -index))
+        shares[longest] += 1
+    return shares

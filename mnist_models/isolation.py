@@ -193,9 +193,10 @@ _workers_lock = threading.Lock()
 def worker_for(environment: dict[str, str] | None = None, generation: str = "") -> Worker:
     """The calling thread's worker for `environment`, made on first use.
 
-    A worker serves one `generation` (a flow run): a call from another generation closes the thread's
-    old worker and starts a new one, so that a long-lived process (a Dask worker's) never runs a new
-    flow run's lineages with the code it imported for an earlier one.
+    A worker serves one `generation` (a flow run, and the thread count its TensorFlow runs on): a call from
+    another generation closes the thread's old worker and starts a new one, so that a long-lived process (a
+    Dask worker's) never runs a new flow run's lineages with the code it imported for an earlier one, nor a
+    lineage planned for 2 threads on a TensorFlow set to 3.
     """
     key = (threading.get_ident(), tuple(sorted((environment or {}).items())))
     with _workers_lock:

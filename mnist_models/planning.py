@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from mnist_models.architectures import ARCHITECTURES, BUILDER_FIELDS, check_model_name, model_entry
+from mnist_models.capacity import thread_shares
 from mnist_models.config import StudyConfig
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.provenance import TRAINING_LIBRARIES, code_closure, library_versions, numerics_environment
@@ -19,6 +20,7 @@ from mnist_models.runs import measured_epoch_costs
 EPOCH_COST = {name: model.epoch_seconds for name, model in ARCHITECTURES.items()}  # a deep pair's: per block
 STALL_FLOOR_SECONDS = 900.0  # never call a training hung sooner: start-up, tracing and a slow disk take time
 STALL_EPOCHS = 10  # ... nor before ten times its expected epoch time has passed without a progress line
+LineageName = tuple[str, float, int]  # (model, learning rate, seed): what tells a study's lineages apart
 
 
 def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, seed: int,
@@ -36,20 +38,23 @@ def run_spec(model: str, learning_rate: float, epochs: int, batch_size: int, see
                    versions={**library_versions(TRAINING_LIBRARIES), **numerics_environment(environment or {})})
 
 
-def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = None, threads: int = 1,
+def plan_runs(config: StudyConfig, data_hash: str, train_images: int | None = None,
+              threads: int | Mapping[LineageName, int] = 1,
               environment: Mapping[str, str] | None = None) -> list[PlannedRun]:
     """The study's runs, each once with every role it serves: the sweep grid, then the gradient pair, per seed.
 
-    A training subset of at least `train_images` (the training split's size) is the whole split: the
-    same runs as no subset, under the same run ids.
+    `threads`: TensorFlow's thread count of every run, or of each lineage (`share_threads`). A training subset of
+    at least `train_images` (the training split's size) is the whole split: the same runs as no subset, under
+    the same run ids.
     """
     subset = config.train_subset
     if subset is not None and train_images is not None and subset >= train_images:
         subset = None
 
     def spec(model: str, learning_rate: float, epochs: int, seed: int):
+        count = threads if isinstance(threads, int) else threads[model, float(learning_rate), seed]
         return run_spec(model, learning_rate, epochs, config.batch_size, seed, subset, config.dataset, data_hash,
-                        threads, environment)
+                        count, environment)
 
     wanted: list[tuple[Role, RunSpec]] = [
         ("sweep", spec(model, rate, config.epochs, seed))
@@ -110,6 +115,17 @@ def lineage_jobs(planned: Sequence[PlannedRun], costs: dict[str, float] | None =
     # Longest processing time first: on a pool of workers, the last jobs to start are the short ones,
     # so no worker idles long at the end of the grid.
     return sorted(ordered, key=lambda job: -expected_cost(job[-1], costs))
+
+
+def share_threads(config: StudyConfig, planned: Sequence[PlannedRun], cores: int,
+                  gpu_slots: int = 0) -> dict[LineageName, int]:
+    """TensorFlow threads of each lineage of the planned runs on `cores` (`capacity.thread_shares`: spare cores to
+    the critical path). Weighed by the registered epoch costs, never by this machine's measured ones: the counts
+    are in the run keys, which must not change because a run has been timed since."""
+    jobs = lineage_jobs(planned)
+    shares = thread_shares(config, [expected_cost(job[-1]) for job in jobs], cores, gpu_slots)
+    return {(job[-1].spec.model, job[-1].spec.learning_rate, job[-1].spec.seed): share
+            for job, share in zip(jobs, shares)}
 
 
 def study_order(runs: Iterable[EvaluatedRun], model_order: Sequence[str]) -> list[EvaluatedRun]:

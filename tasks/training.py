@@ -45,8 +45,10 @@ def train_model(specs: list[RunSpec], data: PreparedData, layout: ArtifactsLayou
             return [runs.trained_run(spec, finished[spec.run_id]) for spec in specs]
         epochs = "+".join(str(spec.epochs) for spec in specs)
         # On CPU, each worker thread keeps one training process for lineage after lineage (TensorFlow is
-        # imported once); a GPU slot's lineage gets a process of its own, which frees its GPU memory after.
-        call = (worker_for(generation=str(flow_run.get_id())).call if gpu is None
+        # imported once) while their thread count is the same (TensorFlow sets it once per process); a GPU
+        # slot's lineage gets a process of its own, which frees its GPU memory after.
+        generation = f"{flow_run.get_id()} on {specs[0].threads} thread(s)"
+        call = (worker_for(generation=generation).call if gpu is None
                 else functools.partial(run_isolated, environment=slot_environment(gpu)))
         return call(
             training_lib.train_lineage, specs, layout.absolute(data.train), layout.absolute(data.test),

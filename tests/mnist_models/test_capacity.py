@@ -4,7 +4,7 @@ import pytest
 
 from mnist_models.atomic_files import write_json
 from mnist_models.capacity import (DEFAULT_RUN_MEMORY_MB, Capacity, check_workers, machine_capacity, parallel_runs,
-                                   threads_per_worker)
+                                   thread_shares, threads_per_worker)
 from mnist_models.layout import ArtifactsLayout
 from tests.mnist_models.test_planning import config
 
@@ -46,3 +46,14 @@ def test_threads_follow_the_lineages_that_train_not_the_runs():
     assert threads_per_worker(config(), 2, 2) == 1
 
 
+
+
+@pytest.mark.parametrize(("costs", "cores", "shares"), [
+    ([450, 420, 225, 225, 100], 8, [3, 2, 1, 1, 1]),  # 3 spare cores: 450 -> 225, 420 -> 210, then 225 -> 150
+    ([450, 100], 8, [6, 2]),  # 450/6 = 75 < 100/1, then 100/2 = 50 < 450/7: the last finishes as early as it can
+    ([100, 100, 100], 8, [3, 3, 2]),  # equal lineages: every core used, the first in line first
+    ([100, 100], 4, [2, 2]), ([100], 2, [2]),  # as the even rule
+    ([100, 100, 100], 2, [1, 1, 1]),  # more lineages than cores: nothing spare
+])
+def test_spare_cores_go_one_at_a_time_to_the_lineage_that_would_end_last(costs, cores, shares):
+    assert thread_shares(config(), costs, cores) == shares

@@ -126,6 +126,31 @@ def test_a_new_generation_gets_a_new_process_and_the_old_one_ends():
     close_workers()
 
 
+def threads_after_an_op(threads, *, log):
+    """Set TensorFlow's threads as a training process does, run one op (TensorFlow is then running), report them."""
+    import tensorflow as tf
+
+    from mnist_models.training import configure_threads
+
+    configure_threads(threads)
+    tf.add(tf.constant(1), tf.constant(1)).numpy()
+    return {"pid": os.getpid(), "threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
+def test_a_kept_process_cannot_change_its_thread_count_so_the_count_is_part_of_its_generation():
+    """Spare cores go to the longest lineage, so lineages of one study may train on different thread counts; a
+    worker thread's kept TensorFlow cannot switch, and the training task names the count in the worker's generation."""
+    try:
+        one = worker_for(generation="flow run 1 on 1 thread(s)").call(threads_after_an_op, 1, log=lambda line: None)
+        assert one["threads"] == 1
+        with pytest.raises(ValueError, match=r"already runs on 1 thread\(s\); the run was planned for 2"):
+            worker_for(generation="flow run 1 on 1 thread(s)").call(threads_after_an_op, 2, log=lambda line: None)
+        two = worker_for(generation="flow run 1 on 2 thread(s)").call(threads_after_an_op, 2, log=lambda line: None)
+        assert two["threads"] == 2 and two["pid"] != one["pid"]
+    finally:
+        close_workers()
+
+
 def stop_myself(*, log):
     log("working")
     os.kill(os.getpid(), signal.SIGSTOP)  # a hang: the process is there, but does nothing

@@ -3,7 +3,7 @@
 from mnist_models.atomic_files import write_json
 from mnist_models.config import StudyConfig
 from mnist_models.layout import ArtifactsLayout
-from mnist_models.planning import plan_runs, study_order
+from mnist_models.planning import lineage_jobs, plan_runs, share_threads, study_order
 from mnist_models.records import EvaluatedRun
 from tests.mnist_models.test_records import EVALUATED
 
@@ -83,3 +83,31 @@ def test_a_training_is_hung_only_after_ten_expected_epochs_and_never_before_the_
     assert stall_seconds(dnn.spec, threads=1) == STALL_FLOOR_SECONDS
     (resnet,) = plan_runs(config(models=["resnet"], learning_rates=[0.01], gradient_models=[]), "data")
     assert stall_seconds(resnet.spec, {"resnet": 200.0}, threads=1) == 10 * 200.0 * 2
+
+
+def test_spare_cores_go_to_the_critical_path_and_only_its_runs_change_keys():
+    """On 16 cores the study's 13 lineages train at once; the 3 spare cores shorten the longest ones (the ResNet
+    10 + 20-epoch lineage, then resnet_plain's 20 epochs), and only their runs get new keys."""
+    study = config()
+    one_each = plan_runs(study, "data")
+    shares = share_threads(study, one_each, cores=16)
+    assert len(shares) == 13 and sum(shares.values()) == 16
+    assert {name: count for name, count in shares.items() if count > 1} == {
+        ("resnet", 0.001, 42): 3, ("resnet_plain", 0.001, 42): 2}
+    shared = plan_runs(study, "data", threads=shares)
+    changed = {run.spec.model for before, run in zip(one_each, shared) if before.run_id != run.run_id}
+    assert changed == {"resnet", "resnet_plain"}
+    assert {run.spec.threads for run in shared if run.spec.model == "resnet" and run.spec.learning_rate == 0.001} == {3}
+    # the longest-first order of the jobs is the critical path's: the lineage with most threads starts first
+    assert lineage_jobs(shared)[0][-1].spec.threads == 3
+
+
+def test_threads_are_even_where_lineages_queue_or_another_rule_decides():
+    study = config()
+    planned = plan_runs(study, "data")
+    assert set(share_threads(study, planned, cores=2).values()) == {1}  # 13 lineages queue for 2 processes
+    assert set(share_threads(config(workers=4), planned, cores=16).values()) == {4}  # 4 at a time: which, unknown
+    assert set(share_threads(config(threads=2), planned, cores=16).values()) == {2}
+    assert set(share_threads(config(dask_address="tcp://x:8786"), planned, cores=16).values()) == {1}
+    assert set(share_threads(study, planned, cores=16, gpu_slots=4).values()) == {4}
+    assert share_threads(study, planned[:1], cores=2) == {("dnn", 0.1, 42): 2}  # one lineage alone: both cores
