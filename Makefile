@@ -35,8 +35,11 @@ quick: $(STAMP)  ## every stage on a slice, in about 3 minutes
 test-fast: $(STAMP)  ## the unit tests that train nothing (about 2 minutes)
 	$(PYTHON) -m pytest -m 'unit and not training and not slow and not service' $(ARGS)
 
-test: $(STAMP)  ## every tier but slow full-size runs and the service set-up (about 15 minutes)
-	$(PYTHON) -m pytest $(ARGS)
+# Two pytest processes (pytest-xdist), each test file on one of them (its module fixtures built once): most flow
+# tests wait on servers and process start-ups, and the other process fills the wait. TEST_PROCESSES=0: one process.
+TEST_PROCESSES ?= 2
+test: $(STAMP)  ## every tier but slow full-size runs and the service set-up
+	$(PYTHON) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(ARGS)
 
 test-all: $(STAMP)  ## everything, slow and service included
 	$(PYTHON) -m pytest -m '' $(ARGS)
