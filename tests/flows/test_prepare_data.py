@@ -85,10 +85,10 @@ def test_second_run_reuses_everything_and_rewrites_nothing(prepared, mnist_dir):
 
 def test_verified_raw_files_need_no_mirror(prepared):
     artifacts, first_result, _ = prepared
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/"
-    assert _run(artifacts, closed) == first_result
+    with socket.socket() as holder:  # a port that refuses connections, held so no one is handed it meanwhile
+        holder.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{holder.getsockname()[1]}/"
+        assert _run(artifacts, closed) == first_result
     assert _decisions(artifacts)[f"mnist/raw/{CORRUPTED}"] == ("reused", "verified against its published checksum")
 
 

@@ -141,11 +141,13 @@ def _faulty_once(body: bytes, fault: str) -> Callable[[BaseHTTPRequestHandler], 
     return answer
 
 
-def _closed_port() -> int:
-    """A localhost port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A localhost port that refuses connections: bound but not listening, and held for the whole test, so that
+    neither the kernel (a test server's port 0) nor another process (a parallel test) is handed it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- verify_content
@@ -335,8 +337,8 @@ def test_transient_server_error_is_retried_on_the_same_mirror(fetch, good_labels
     assert requested == [f"/{LABELS}", f"/{LABELS}"]
 
 
-def test_all_mirrors_failing_lists_every_url_tried(fetch, corrupted_labels):
-    port = _closed_port()
+def test_all_mirrors_failing_lists_every_url_tried(fetch, corrupted_labels, closed_port):
+    port = closed_port
     unreachable = [f"http://127.0.0.1:{port}/first/", f"http://127.0.0.1:{port}/second/"]
     with _serve({f"/{LABELS}": corrupted_labels}) as (bad, _):
         with pytest.raises(MirrorsExhaustedError) as caught:
@@ -349,8 +351,8 @@ def test_all_mirrors_failing_lists_every_url_tried(fetch, corrupted_labels):
     assert f"{bad}/{LABELS}: checksum mismatch" in message
 
 
-def test_all_mirrors_unreachable(fetch, tmp_path):
-    port = _closed_port()
+def test_all_mirrors_unreachable(fetch, tmp_path, closed_port):
+    port = closed_port
     mirrors = [f"http://127.0.0.1:{port}/a/", f"http://127.0.0.1:{port}/b", str(tmp_path)]
 
     with pytest.raises(MirrorsExhaustedError) as caught:
@@ -389,9 +391,9 @@ def test_credentials_in_a_mirror_url_log_in_and_never_appear_in_logs(fetch, good
     assert messages == [f"{LABELS}: verified from {base}/{LABELS} ({len(good_labels):,} bytes)"]
 
 
-def test_a_failing_mirror_with_credentials_is_reported_without_them(fetch, corrupted_labels):
+def test_a_failing_mirror_with_credentials_is_reported_without_them(fetch, corrupted_labels, closed_port):
     messages: list[str] = []
-    port = _closed_port()
+    port = closed_port
     with _serve({f"/{LABELS}": _requiring_login(corrupted_labels, "reader", "s3cret-pass")}) as (base, _):
         mirrors = [base.replace("http://", "http://reader:wrong-pass@"),  # 401
                    base.replace("http://", "http://reader:s3cret-pass@"),  # checksum mismatch
