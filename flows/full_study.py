@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections.abc import Iterable
 from datetime import date, datetime, timezone
 
 from prefect import flow, get_run_logger
@@ -110,8 +111,10 @@ def grid_runner(graph: StudyGraph):
     return run
 
 
-def describe_threads(specs) -> str:
-    """`1 thread(s) each`, or where spare cores went to the longest lineages `1-3 threads (3 for the longest: resnet lr=0.001)`."""
+def describe_threads(specs: Iterable[RunSpec]) -> str:
+    """`1 thread(s) each`, or where spare cores went to the longest lineages, e.g.
+    `1-3 threads (3 for the longest: resnet lr=0.001)`."""
+    specs = list(specs)
     counts = sorted({spec.threads for spec in specs})
     if len(counts) == 1:
         return f"{counts[0]} thread(s) each"

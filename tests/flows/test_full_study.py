@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.full_study import full_study
+from flows.full_study import describe_threads, full_study
 from mnist_models.config import StudyConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "mnist_mirror")
@@ -498,3 +498,13 @@ def test_a_deployment_parameter_is_checked_like_the_command_line_before_any_work
     state = full_study({**parameters, "artifacts_dir": str(tmp_path / "artifacts")}, return_state=True)
     assert state.is_failed() and message in state.message and "\n" not in state.message, state.message
     assert not (tmp_path / "artifacts" / "runs").exists() and not (tmp_path / "artifacts" / "data").exists()
+
+
+def test_the_log_names_the_lineages_given_the_spare_cores():
+    from mnist_models import planning
+
+    study = StudyConfig.for_profile("full")
+    even = planning.plan_runs(study, "data")
+    assert describe_threads(run.spec for run in even) == "1 thread(s) each"
+    shared = planning.plan_runs(study, "data", threads=planning.share_threads(study, even, cores=16))
+    assert describe_threads(run.spec for run in shared) == "1-3 threads (3 for the longest: resnet lr=0.001)"
