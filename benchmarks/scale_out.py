@@ -400,8 +400,7 @@ def thread_speedups(path: Path) -> dict[str, dict[str, float]]:
     for model, configurations in measured.items():
         one_thread = statistics.mean(configurations["bare, side by side"])
         two = one_thread / configurations["bare, one process on every core"][0]
-        parallel = min(1.0, max(0.0, 2 * (1 - 1 / two)))
-        speedups[model] = {"1": 1.0, "2": round(two, 3), "4": round(1 / ((1 - parallel) + parallel / 4), 3)}
+        speedups[model] = {"1": 1.0, "2": round(two, 3), "4": round(amdahl_speedup({"2": two}, 4), 3)}
     return speedups
 
 
