@@ -60,6 +60,7 @@ from mnist_models.runs import measured_epoch_costs, recorded_manifests
 
 SPEEDUP_TARGET = 1.8  # two worker processes against one, train stage
 WORKER_COUNTS = (1, 2, 4, 8, 16, 32, 64)
+DASK_WORKER_CORES = 8  # the simulated Dask cluster's workers: one per 8-core machine, lending its cores
 THREAD_LEVELS = (1, 2, 4)  # threads a lineage may get in the what-if
 FULL_IMAGES = 60_000
 DEFAULT_COSTS = _common.RESULTS_DIR / "full_scale" / "logs" / "pipeline_refresh.log"
@@ -456,12 +457,16 @@ def amdahl_speedup(speedups: dict[str, float], threads: int) -> float:
     return 1 / ((1 - parallel) + parallel / threads)
 
 
-def with_planner(lineages: list[dict], cores: int, speedups: dict[str, dict[str, float]]) -> tuple[float, dict]:
-    """The study on one machine with `cores` cores, as the planner shares them (`planning.share_threads`): where every
-    lineage trains at once, the spare cores go to the lineages that would end last; otherwise one thread each,
-    longest first. Returns the simulated wall time and the lineages given more than one thread."""
-    config = StudyConfig()
-    shares = planning.share_threads(config, planning.plan_runs(config, ""), cores)
+def with_planner(lineages: list[dict], cores: int, speedups: dict[str, dict[str, float]],
+                 worker_cores: int | None = None) -> tuple[float, dict]:
+    """The study on one machine with `cores` cores, or on a Dask cluster of `cores` in workers lending
+    `worker_cores` each, as the planner shares them (`planning.share_threads`): where every lineage trains at once,
+    the spare cores go to the lineages that would end last (on Dask: no more than one worker lends, every lineage
+    fitting at once); otherwise one thread each, longest first. Returns the simulated wall time and the lineages
+    given more than one thread."""
+    config = StudyConfig(dask_address="tcp://scheduler:8786" if worker_cores else None)
+    lent = ([worker_cores] * (cores // worker_cores) or [cores]) if worker_cores else []
+    shares = planning.share_threads(config, planning.plan_runs(config, ""), cores, dask_cores=lent)
 
     def seconds(lineage: dict, count: int) -> float:
         return lineage["fixed_s"] + lineage["epochs_s"] / amdahl_speedup(speedups.get(lineage["model"], {}), count)
@@ -497,10 +502,12 @@ def simulated_part(options: argparse.Namespace) -> dict:
         wall, idle = schedule.simulate([lineage["seconds"] for lineage in lineages], workers)
         threaded, given = with_threads(lineages, workers, speedups)
         planned, shared = with_planner(lineages, workers, speedups)
+        on_dask, dask_shared = with_planner(lineages, workers, speedups, DASK_WORKER_CORES)
         rows.append({"workers": workers, "wall_s": round(wall, 1), "utilisation": round(total / wall / workers, 3),
                      "speedup": round(total / wall, 2), "on_critical_path": abs(wall - critical) < 0.05,
                      "what_if_wall_s": round(threaded, 1), "what_if_threads": given,
-                     "planner_wall_s": round(planned, 1), "planner_threads": shared})
+                     "planner_wall_s": round(planned, 1), "planner_threads": shared,
+                     "dask_planner_wall_s": round(on_dask, 1), "dask_planner_threads": dask_shared})
     floor = max(lineage["fixed_s"] + lineage["epochs_s"] / speedups.get(lineage["model"], {}).get(
         str(THREAD_LEVELS[-1]), 1.0) for lineage in lineages)
     return {"costs_from": str(source), "seconds_per_epoch": {model: round(costs[model], 3) for model in sorted(costs)},
@@ -542,6 +549,8 @@ def plot(payload: dict):
                label="what-if: idle cores to the longest lineages")
     right.plot(workers, [row["planner_wall_s"] for row in simulated["rows"]], "^-.",
                label="the planner on one machine with that many cores")
+    right.plot(workers, [row["dask_planner_wall_s"] for row in simulated["rows"]], "v:",
+               label=f"the planner on Dask workers lending {DASK_WORKER_CORES} cores each")
     right.axhline(simulated["critical_path_s"], color="grey", linestyle=":",
                   label=f"critical path (longest lineage) {simulated['critical_path_s']:.0f} s")
     right.axhline(simulated["what_if_floor_s"], color="grey", linestyle="-.", linewidth=0.8,
@@ -643,12 +652,15 @@ def markdown(payload: dict) -> str:
                                [[lineage["lineage"], lineage["seconds"]] for lineage in simulated["lineages"]]), "",
         _common.markdown_table(
             ["workers", "wall s", "wall min", "speed-up vs 1", "workers busy", "limited by",
-             "what-if wall s", "what-if threads", "planner wall s", "planner threads"],
+             "what-if wall s", "what-if threads", "planner wall s", "planner threads",
+             f"Dask {DASK_WORKER_CORES}-core workers wall s", f"Dask {DASK_WORKER_CORES}-core workers threads"],
             [[row["workers"], row["wall_s"], f"{row['wall_s'] / 60:.1f}", row["speedup"], f"{row['utilisation']:.0%}",
               "**critical path**" if row["on_critical_path"] else "workers", row["what_if_wall_s"],
               "; ".join(f"{name}: {count}" for name, count in row["what_if_threads"].items()) or "-",
               row["planner_wall_s"],
-              "; ".join(f"{name}: {count}" for name, count in row["planner_threads"].items()) or "1 each"]
+              "; ".join(f"{name}: {count}" for name, count in row["planner_threads"].items()) or "1 each",
+              row["dask_planner_wall_s"],
+              "; ".join(f"{name}: {count}" for name, count in row["dask_planner_threads"].items()) or "1 each"]
              for row in simulated["rows"]]), "",
         f"Critical path: the longest lineage, {simulated['lineages'][0]['lineage']}, {simulated['critical_path_s']} s; "
         f"all lineages one after the other: {simulated['total_s']} s.", "", _cost_check(measured, simulated), "",
@@ -664,9 +676,12 @@ def markdown(payload: dict) -> str:
         "`capacity.thread_shares`). Where the study's lineages outnumber the cores they queue, one thread each; where "
         "every lineage trains at once, each gets a core and the spare cores go one at a time to the lineage that "
         "would end last (by the registered epoch costs: a run's thread count is in its key, so it must not follow "
-        "this machine's timings). Speed-ups on n threads: Amdahl's law fitted to the measured 2-thread figure. On a "
-        "Dask cluster the planner keeps one thread per task (the what-if columns show what lending workers' cores "
-        "would give).", "",
+        "this machine's timings). Speed-ups on n threads: Amdahl's law fitted to the measured 2-thread figure.", "",
+        f"Dask {DASK_WORKER_CORES}-core workers: the same cores as `dask worker --nthreads {DASK_WORKER_CORES} "
+        f"--resources cores={DASK_WORKER_CORES}` processes (fewer cores: one worker lending them all). The planner "
+        "shares the lent cores by the same rule, no lineage getting more than one worker lends and every lineage "
+        "fitting on the workers at once; each training task asks Dask for its cores. Workers that lend no cores "
+        "(`--nthreads 1` alone) keep one thread per task: the 'wall s' column.", "",
     ]
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import ArtifactsLockedError, RunLockTimeoutError
 from mnist_models.capacity import check_workers, machine_capacity
 from mnist_models.isolation import PARENT_VARIABLE
+from mnist_models.placement import DaskUnreachableError
 from mnist_models.quiet import quiet_environment
 
 ConfigT = TypeVar("ConfigT", bound=DataConfig)
@@ -43,7 +44,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 # Known, user-facing failures: printed as one message instead of a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, MirrorsExhaustedError, PermissionError, ArtifactsLockedError,
-               StudyFailedError, DiskFullError, RunLockTimeoutError)
+               StudyFailedError, DiskFullError, RunLockTimeoutError, DaskUnreachableError)
 
 
 def quiet_defaults() -> None:

@@ -13,10 +13,11 @@ Makes: artifacts/{data,runs,tables,figures,report}/ as described in artifacts/RE
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timezone
 
 from prefect import flow, get_run_logger
@@ -39,7 +40,8 @@ from mnist_models.atomic_files import DiskFullError, ensure_writable_directory, 
 from mnist_models.isolation import allow_starts, close_workers, stop_all
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
-from mnist_models.placement import gpu_slots, visible_gpus
+from mnist_models.placement import (DASK_CORES, DaskUnreachableError, dask_resources, dask_worker_cores, gpu_slots,
+                                    visible_gpus)
 from mnist_models.records import PreparedData, RunSpec, StudyResult, TrainedRun
 from mnist_models.runs import prune_checkpoints
 from tasks import stages
@@ -50,8 +52,13 @@ from tasks.training import train_model
 
 @flow(name="train-grid")
 def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: ArtifactsLayout, resume: bool = True, gpu_slots: list[int] | None = None,
-               stall_timeout: float | None = None) -> list[tuple[list[str], list[TrainedRun] | BaseException]]:
-    """Train the lineages (one task each) in parallel; each lineage's records, or the error that failed it."""
+               stall_timeout: float | None = None,
+               ask_cores: bool = False) -> list[tuple[list[str], list[TrainedRun] | BaseException]]:
+    """Train the lineages (one task each) in parallel; each lineage's records, or the error that failed it.
+
+    `ask_cores`: on a Dask cluster whose workers lend their cores, each task asks for as many as its training
+    process has threads, so a worker starts it only when they are free.
+    """
     logger = get_run_logger()
     slots = itertools.cycle(gpu_slots or [None])  # round-robin over the GPU slots; None: CPU only
     costs = planning.epoch_costs(layout)
@@ -60,9 +67,11 @@ def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: Artifa
     # Wherever a Ctrl-C or SIGTERM lands once training has started (it is raised in this thread), the training
     # processes are stopped here: the task runner, on the way out, would otherwise wait for every lineage to end.
     try:
-        futures = {train_model.submit(specs, data, layout, resume, next(slots),
-                                      stall_timeout or planning.stall_seconds(specs[0], costs, specs[0].threads)): specs
-                   for specs in lineages}
+        futures = {}
+        for specs in lineages:
+            with dask_annotation(specs[0].threads if ask_cores else None):
+                futures[train_model.submit(specs, data, layout, resume, next(slots), stall_timeout
+                                           or planning.stall_seconds(specs[0], costs, specs[0].threads))] = specs
         progress = create_progress_artifact(0.0, key="training-grid",
                                             description=f"runs trained of {total} planned to train")
         for future in as_completed(list(futures)):
@@ -85,6 +94,15 @@ def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: Artifa
     return done
 
 
+def dask_annotation(threads: int | None):
+    """Dask's annotation of the tasks submitted inside it: a training task's `threads` cores, or nothing (None)."""
+    if threads is None:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(**dask_resources(threads))
+
+
 def grid_runner(graph: StudyGraph):
     """The `train` stage's runner: its lineages on this machine's cores (or GPU slots), or on a Dask cluster."""
     config, layout, data = graph.config, graph.layout, graph.data
@@ -99,9 +117,12 @@ def grid_runner(graph: StudyGraph):
         get_run_logger().info(f"{parallel} run(s) at once on {describe_threads(specs.values())}: "
                               f"{capacity.describe()}{gpus}")
         lineages = [[specs[run_id] for run_id in unit] for unit in units]
+        lending = bool(graph.dask_cores) and all(graph.dask_cores)
+        if config.dask_address:
+            get_run_logger().info(describe_dask_cores(graph.dask_cores))
         try:
             done = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-                lineages, data, layout, resume, slots, config.stall_timeout)
+                lineages, data, layout, resume, slots, config.stall_timeout, ask_cores=lending)
         finally:
             close_workers()  # the training processes the worker threads kept from lineage to lineage
         for run_ids, outcome in done:
@@ -122,6 +143,17 @@ def describe_threads(specs: Iterable[RunSpec]) -> str:
     return f"{counts[0]}-{counts[-1]} threads ({counts[-1]} for the longest: {', '.join(most)})"
 
 
+def describe_dask_cores(dask_cores: Sequence[int]) -> str:
+    """What the Dask cluster's workers lent when the study was planned, and what the training tasks make of it."""
+    if not dask_cores:
+        return "Dask: no worker connected when the study was planned; one thread per training task"
+    if all(dask_cores):
+        return (f"Dask: {len(dask_cores)} worker(s) lend {sum(dask_cores)} core(s) (at most {max(dask_cores)} on one);"
+                " each training task asks for its threads' cores")
+    return (f"Dask: {sum(not count for count in dask_cores)} of {len(dask_cores)} worker(s) lend no cores "
+            f"(`dask worker --resources {DASK_CORES}=N`); one thread per training task")
+
+
 def task_runner_for(config: StudyConfig, parallel: int):
     """Dask when an address is given; else threads, each driving one run's own child process."""
     if config.dask_address:
@@ -135,22 +167,31 @@ def study_graph(config: StudyConfig, layout: ArtifactsLayout, engine, today: dat
                 flow_run_id: str | None = None) -> tuple[PreparedData, StudyGraph]:
     """The data stage (run now: the runs' ids depend on its content), then the graph of the study's other stages."""
     data = prepare(config.data_config, layout, engine)
-    planned = planned_runs(config, data, layout)
+    lent = lent_cores(config)
+    planned = planned_runs(config, data, layout, lent)
     night = today.isoformat() if config.nightly else None
-    return data, StudyGraph(config, layout, data, tuple(planned), engine, night, flow_run_id)
+    return data, StudyGraph(config, layout, data, tuple(planned), engine, night, flow_run_id, lent)
 
 
-def training_threads(config: StudyConfig, planned: list) -> dict[planning.LineageName, int]:
-    """TensorFlow threads of each lineage of this study on this machine (a run's key holds them)."""
+def lent_cores(config: StudyConfig) -> tuple[int, ...]:
+    """The cores each worker of the study's Dask cluster lends to training; none off Dask."""
+    return dask_worker_cores(config.dask_address) if config.dask_address else ()
+
+
+def training_threads(config: StudyConfig, planned: list,
+                     dask_cores: Sequence[int] = ()) -> dict[planning.LineageName, int]:
+    """TensorFlow threads of each lineage of this study on this machine, or on the cores the Dask workers lend
+    (a run's key holds them)."""
     lineages = len({run.spec.lineage for run in planned})
     slots = 0 if config.dask_address else len(gpu_slots(visible_gpus(), lineages))
-    return planning.share_threads(config, planned, os.cpu_count() or 1, slots)
+    return planning.share_threads(config, planned, os.cpu_count() or 1, slots, dask_cores)
 
 
-def planned_runs(config: StudyConfig, data: PreparedData, layout: ArtifactsLayout) -> list:
+def planned_runs(config: StudyConfig, data: PreparedData, layout: ArtifactsLayout,
+                 dask_cores: Sequence[int] = ()) -> list:
     """The study's runs on this data, with the thread count and numerics environment they train with here."""
     images = split_size(layout.absolute(data.train))
-    threads = training_threads(config, planning.plan_runs(config, data.content_hash, images))
+    threads = training_threads(config, planning.plan_runs(config, data.content_hash, images), dask_cores)
     return planning.plan_runs(config, data.content_hash, images, threads, os.environ)
 
 
@@ -161,6 +202,8 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, engine: Engine, toda
         data, graph = study_graph(config, layout, engine, today, str(flow_run.get_id()))
     except (DataStageError, DiskFullError) as error:
         return StudyResult(artifacts_dir=layout.root, planned=0, error=f"data preparation failed: {error}")
+    except DaskUnreachableError as error:
+        return StudyResult(artifacts_dir=layout.root, planned=0, error=f"planning the training failed: {error}")
     for folder in prune_checkpoints(layout, graph.planned):
         logger.info(f"removed the checkpoints {folder.name}: no planned run continues them")
 
@@ -222,8 +265,9 @@ def plan_study(config: StudyConfig, today: date | None = None) -> list[Decision]
     layout = ArtifactsLayout.at(config.output_root)
     engine = study_engine(layout, config.refresh, log=lambda line: None)
     decisions, data = plan_data(config.data_config, layout, engine)
+    lent = lent_cores(config)
     if data is None:  # the runs' ids follow from the data's content: name them by their settings until then
-        planned = planning.plan_runs(config, "", None, training_threads(config, planning.plan_runs(config, "")),
+        planned = planning.plan_runs(config, "", None, training_threads(config, planning.plan_runs(config, ""), lent),
                                      os.environ)
         waiting = [Decision(stage=stage, item=run.run_id.rpartition("-")[0], action="recomputed",
                             reason=f"upstream recomputed ({upstream})")
@@ -231,9 +275,9 @@ def plan_study(config: StudyConfig, today: date | None = None) -> list[Decision]
         study = [Decision(stage=stage, item="study", action="recomputed", reason="upstream recomputed (evaluate)")
                  for stage in ("tables", "figures", "report")]
         return decisions + waiting + study
-    planned = planned_runs(config, data, layout)
+    planned = planned_runs(config, data, layout, lent)
     night = (today or datetime.now(timezone.utc).date()).isoformat() if config.nightly else None
-    graph = StudyGraph(config, layout, data, tuple(planned), engine, night)
+    graph = StudyGraph(config, layout, data, tuple(planned), engine, night, dask_cores=lent)
     return decisions + engine.plan(graph.stages())
 
 

@@ -79,7 +79,8 @@ def threads_per_worker(config: StudyConfig, lineages: int, cores: int, gpu_slots
     return max(1, cores // max(1, min(config.workers or gpu_slots or cores, lineages)))
 
 
-def thread_shares(config: StudyConfig, lineage_costs: Sequence[float], cores: int, gpu_slots: int = 0) -> list[int]:
+def thread_shares(config: StudyConfig, lineage_costs: Sequence[float], cores: int, gpu_slots: int = 0,
+                  dask_cores: Sequence[int] = ()) -> list[int]:
     """TensorFlow threads of each lineage's training process, decided before any decision on reuse (the count is in
     every run's key). `lineage_costs` are their expected seconds on one thread.
 
@@ -87,13 +88,36 @@ def thread_shares(config: StudyConfig, lineage_costs: Sequence[float], cores: in
     spare cores go one at a time to the lineage that would finish last (the critical path: the ResNet 10 + 20-epoch
     lineage first), not evenly, so that the last lineage ends sooner. Otherwise every process gets the same count
     (`threads_per_worker`): lineages that queue for a process cannot be told apart before they start.
+
+    On a Dask cluster `dask_cores` are the cores each worker lends to training (`dask worker --nthreads N
+    --resources cores=N`, `placement.dask_worker_cores`): the same rule shares their sum, and only as long as every
+    lineage still fits on a worker beside the others at once (a task runs on one worker, which runs it when its
+    cores are free). A cluster where some worker lends none keeps one thread per task.
     """
+    lending = bool(config.dask_address) and bool(dask_cores) and all(count > 0 for count in dask_cores)
+    machines = list(dask_cores) if lending else [cores]
+    cores = sum(machines)
     even = threads_per_worker(config, len(lineage_costs), cores, gpu_slots)
-    all_at_once = len(lineage_costs) <= (config.workers or cores)
-    if config.threads or config.dask_address or gpu_slots or not all_at_once or len(lineage_costs) >= cores:
+    all_at_once = len(lineage_costs) <= (cores if lending else config.workers or cores)
+    if (config.threads or (config.dask_address and not lending) or gpu_slots or not all_at_once
+            or len(lineage_costs) >= cores):
         return [even] * len(lineage_costs)
     shares = [1] * len(lineage_costs)
-    for _ in range(cores - len(lineage_costs)):
-        longest = max(range(len(shares)), key=lambda index: (lineage_costs[index] / shares[index], -index))
-        shares[longest] += 1
-    return shares
+    while True:  # the lineage that would end last first; the next one where it can have no more
+        by_end = sorted(range(len(shares)), key=lambda index: (-lineage_costs[index] / shares[index], index))
+        grown = next((trial for trial in ([*shares[:index], shares[index] + 1, *shares[index + 1:]] for index in by_end)
+                      if fits(trial, machines)), None)
+        if grown is None:
+            return shares
+        shares = grown
+
+
+def fits(shares: Sequence[int], machines: Sequence[int]) -> bool:
+    """Whether processes of `shares` threads all run at once on `machines` (their cores), first fit by size."""
+    free = sorted(machines, reverse=True)
+    for share in sorted(shares, reverse=True):
+        machine = next((index for index, room in enumerate(free) if room >= share), None)
+        if machine is None:
+            return False
+        free[machine] -= share
+    return True

@@ -1,9 +1,14 @@
-"""Where training processes run on a machine with NVIDIA GPUs: several per GPU, each pinned to one.
+"""Where training processes run: on a machine with NVIDIA GPUs several per GPU, each pinned to one; on a Dask
+cluster, on the cores its workers lend.
 
 The study's models are small: one training leaves a large GPU mostly idle, so several training
 processes share each GPU, each seeing only its own (`CUDA_VISIBLE_DEVICES`) and growing its memory
 as needed (`TF_FORCE_GPU_ALLOW_GROWTH`). Pure functions over what `nvidia-smi` reports, so that the
 placement is tested on machines without a GPU.
+
+A Dask worker lends its cores to the study's training as a Dask resource (`dask worker --nthreads 4 --resources
+cores=4`): the planner shares them among the lineages (`capacity.thread_shares`) and each training task asks for
+as many as its process has threads (`dask_resources`), so the scheduler starts it only where they are free.
 """
 
 from __future__ import annotations
@@ -70,3 +75,29 @@ def slot_environment(gpu_index: int | None) -> dict[str, str]:
     if gpu_index is None:
         return {}
     return {"CUDA_VISIBLE_DEVICES": str(gpu_index), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+
+
+DASK_CORES = "cores"  # the Dask worker resource that lends a worker's cores to training tasks
+
+
+class DaskUnreachableError(RuntimeError):
+    """No Dask scheduler answered at the address the study was given."""
+
+
+def dask_worker_cores(address: str, timeout: float = 10.0) -> tuple[int, ...]:
+    """The cores each worker of the Dask cluster at `address` lends to training (its `cores` resource), 0 for a
+    worker that lends none; empty while no worker is connected."""
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=timeout, set_as_default=False) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    except (OSError, TimeoutError) as error:
+        raise DaskUnreachableError(f"no Dask scheduler answered at {address} within {timeout:g} s ({error}); "
+                                   "expected a running `dask scheduler` there") from None
+    return tuple(int((worker.get("resources") or {}).get(DASK_CORES, 0)) for worker in workers)
+
+
+def dask_resources(threads: int) -> dict[str, dict[str, int]]:
+    """The Dask annotation of a training task whose process runs `threads` TensorFlow threads."""
+    return {"resources": {DASK_CORES: threads}}

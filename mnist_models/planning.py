@@ -117,13 +117,14 @@ def lineage_jobs(planned: Sequence[PlannedRun], costs: dict[str, float] | None =
     return sorted(ordered, key=lambda job: -expected_cost(job[-1], costs))
 
 
-def share_threads(config: StudyConfig, planned: Sequence[PlannedRun], cores: int,
-                  gpu_slots: int = 0) -> dict[LineageName, int]:
-    """TensorFlow threads of each lineage of the planned runs on `cores` (`capacity.thread_shares`: spare cores to
-    the critical path). Weighed by the registered epoch costs, never by this machine's measured ones: the counts
-    are in the run keys, which must not change because a run has been timed since."""
+def share_threads(config: StudyConfig, planned: Sequence[PlannedRun], cores: int, gpu_slots: int = 0,
+                  dask_cores: Sequence[int] = ()) -> dict[LineageName, int]:
+    """TensorFlow threads of each lineage of the planned runs on `cores`, or on the cores a Dask cluster's workers
+    lend (`capacity.thread_shares`: spare cores to the critical path). Weighed by the registered epoch costs, never
+    by this machine's measured ones: the counts are in the run keys, which must not change because a run has been
+    timed since."""
     jobs = lineage_jobs(planned)
-    shares = thread_shares(config, [expected_cost(job[-1]) for job in jobs], cores, gpu_slots)
+    shares = thread_shares(config, [expected_cost(job[-1]) for job in jobs], cores, gpu_slots, dask_cores)
     return {(job[-1].spec.model, job[-1].spec.learning_rate, job[-1].spec.seed): share
             for job, share in zip(jobs, shares)}
 

@@ -45,6 +45,7 @@ class StudyGraph:
     engine: Engine
     night: str | None = None  # a nightly run: tonight's date and the flow run's id, for the gate
     flow_run_id: str | None = None
+    dask_cores: tuple[int, ...] = ()  # the cores each Dask worker lent to training when the study was planned
 
     @property
     def by_id(self) -> dict[str, PlannedRun]:

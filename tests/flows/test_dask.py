@@ -93,3 +93,92 @@ def test_a_worker_holding_other_code_is_refused_with_the_difference(worker_on_a_
     assert "Dask worker 'copy-worker'" in state.message, state.message
     assert "code changed (mnist_models/feeding.py)" in state.message, state.message
     assert not list((tmp_path / "edited" / "runs").glob("dnn-*/manifest.json"))  # nothing stored under the key
+
+
+class _WhereTasksRan:
+    """A scheduler plugin: each task's worker and resource restrictions when it starts processing."""
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler, self.started = scheduler, []
+
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        if finish == "processing":
+            task = self.scheduler.tasks[key]
+            self.started.append((task.processing_on.name, dict(task.resource_restrictions or {})))
+
+
+@pytest.fixture
+def workers_lending_cores(tmp_path):
+    """A scheduler (in this process, with the plugin) and two `dask worker` processes lending 1 and 2 cores."""
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from dask.distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from tests.prefect_harness import REPOSITORY, start_process, stop_process, tail
+
+    dask = str(Path(sys.executable).with_name("dask"))
+    with LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0") as cluster:
+        plugin = type("WhereTasksRan", (_WhereTasksRan, SchedulerPlugin), {})(cluster.scheduler)
+        cluster.scheduler.add_plugin(plugin)
+        workers = [start_process([dask, "worker", cluster.scheduler_address, "--nthreads", str(cores), "--resources",
+                                  f"cores={cores}", "--name", name, "--no-dashboard"], dict(os.environ),
+                                 tmp_path / f"{name}.log", REPOSITORY)
+                   for name, cores in (("one-core", 1), ("two-cores", 2))]
+        try:
+            with Client(cluster.scheduler_address) as client:
+                try:
+                    client.wait_for_workers(2, timeout=90)
+                except TimeoutError:
+                    raise RuntimeError(f"the Dask workers did not come up:\n{tail(tmp_path / 'two-cores.log')}") from None
+            yield cluster.scheduler_address, plugin
+        finally:
+            for worker in workers:
+                stop_process(worker)
+            time.sleep(0.5)
+
+
+@pytest.mark.usefixtures("prefect_harness", "mnist_mirror")
+def test_workers_lending_cores_give_the_longest_lineage_more_threads(workers_lending_cores, tmp_path):
+    """Two lineages on workers lending 1 and 2 cores: the 3 cores go 2 to the first in line, 1 to the other; each
+    task asks for its cores, so the 2-thread lineage can only run on the 2-core worker, and it trains on 2 threads."""
+    address, where = workers_lending_cores
+    result = full_study(StudyConfig(
+        artifacts_dir=tmp_path, profile="quick", models=["dnn"], learning_rates=[0.01, 0.001], epochs=1,
+        train_subset=300, gradient_models=[], dask_address=address))
+    threads = {run.learning_rate: run.spec.threads for run in result.runs}
+    assert sorted(threads.values()) == [1, 2]
+    for run in result.runs:
+        assert runs_manifest(tmp_path, run.run_id)["threads"] == run.spec.threads
+    training = [(worker, asked) for worker, asked in where.started if asked]
+    assert sorted(asked["cores"] for _, asked in training) == [1, 2]
+    assert [worker for worker, asked in training if asked["cores"] == 2] == ["two-cores"]
+
+
+def runs_manifest(artifacts, run_id: str) -> dict:
+    import json
+
+    return json.loads((artifacts / "runs" / run_id / "manifest.json").read_text())
+
+
+def test_a_dask_address_with_no_scheduler_is_one_clear_error(tmp_path):
+    """Planning asks the cluster what its workers lend: where nothing answers, one line and exit status 1."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.prefect_harness import REPOSITORY
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:  # bound, not listening: refuses connections
+        holder.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{holder.getsockname()[1]}"
+        completed = subprocess.run([sys.executable, str(REPOSITORY / "flows" / "full_study.py"), "--plan",
+                                    "--artifacts-dir", str(tmp_path), "--dask-address", address],
+                                   capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    lines = completed.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: no Dask scheduler answered at {address} within 10 s"), completed.stderr
+    assert "expected a running `dask scheduler` there" in lines[-1]

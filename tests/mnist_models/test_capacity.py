@@ -3,8 +3,8 @@
 import pytest
 
 from mnist_models.atomic_files import write_json
-from mnist_models.capacity import (DEFAULT_RUN_MEMORY_MB, Capacity, check_workers, machine_capacity, parallel_runs,
-                                   thread_shares, threads_per_worker)
+from mnist_models.capacity import (DEFAULT_RUN_MEMORY_MB, Capacity, check_workers, fits, machine_capacity,
+                                   parallel_runs, thread_shares, threads_per_worker)
 from mnist_models.layout import ArtifactsLayout
 from tests.mnist_models.test_planning import config
 
@@ -57,3 +57,30 @@ def test_threads_follow_the_lineages_that_train_not_the_runs():
 ])
 def test_spare_cores_go_one_at_a_time_to_the_lineage_that_would_end_last(costs, cores, shares):
     assert thread_shares(config(), costs, cores) == shares
+
+
+DASK = config(dask_address="tcp://scheduler:8786")
+
+
+@pytest.mark.parametrize(("costs", "lent", "shares"), [
+    ([450, 420, 225, 100], [4, 4], [3, 2, 2, 1]),  # the 8 lent cores shared as on one 8-core machine: 3+1 | 2+2
+    ([450, 440, 430], [4, 4], [4, 2, 2]),  # 3, 3, 2 would leave one lineage waiting: every lineage fits at once
+    ([450, 100], [2] * 8, [2, 2]),  # no lineage gets more cores than one worker lends; the rest stay free
+    ([450, 100], [4, 0], [1, 1]),  # a worker that lends none: one thread per task, as before
+    ([450, 100], [], [1, 1]),  # no worker connected when planned
+    ([450, 420, 225], [1, 1], [1, 1, 1]),  # more lineages than lent cores: they queue, one thread each
+])
+def test_a_dask_cluster_shares_the_cores_its_workers_lend(costs, lent, shares):
+    assert thread_shares(DASK, costs, cores=2, dask_cores=lent) == shares
+    assert fits(shares, lent or [1] * len(shares)) or len(costs) > sum(lent)
+
+
+def test_lent_cores_count_only_on_dask_and_threads_still_win():
+    assert thread_shares(config(), [450, 100], cores=2, dask_cores=[8, 8]) == [1, 1]  # this machine's 2 cores
+    assert thread_shares(config(threads=3, dask_address="tcp://scheduler:8786"), [450, 100], cores=2,
+                         dask_cores=[8]) == [3, 3]
+
+
+def test_processes_fit_machines_first_fit_by_size():
+    assert fits([3, 1, 2, 2], [4, 4]) and not fits([3, 3, 2], [4, 4]) and not fits([5], [4, 4])
+    assert fits([], [1]) and fits([2, 2], [4]) and not fits([1, 1], [1])
