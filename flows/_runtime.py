@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
+import time
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,27 +74,95 @@ def resolve_mirrors(dataset: str, mirrors: list[str] | None) -> list[str]:
     return list(get_dataset(dataset).mirrors)
 
 
-def _temporary_server():
-    """Prefect's temporary server (`SubprocessASGIServer`), started in its own session and ending with this process.
+class TemporaryServer:
+    """Prefect's temporary local server, started as Prefect's `SubprocessASGIServer` starts it (uvicorn on a free
+    port in 8000-8999, the UI off, ready when /api/health answers), in its own session and ending with this process.
 
-    In this process's group, a Ctrl-C at the terminal would stop the server at once, and the flow would spend
-    minutes retrying to record its crash on a server that is gone; in its own session it stays until the flow has
-    recorded the crash and stops it on the way out. Its app factory watches this process, so a study killed with
-    SIGKILL leaves no server behind either.
+    Prefect's class lives in the server's own module: importing it loaded the whole server into this process, which
+    only talks to it, and took 4.6 s before the server's process could even start (measured on 2 cores). In this
+    process's group, a Ctrl-C at the terminal would stop the server at once, and the flow would spend minutes
+    retrying to record its crash on a server that is gone; in its own session it stays until the flow has recorded
+    the crash and stops it on the way out. Its app factory watches this process, so a study killed with SIGKILL
+    leaves no server behind either.
     """
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
 
-    class StudyServer(SubprocessASGIServer):
-        def _run_uvicorn_command(self) -> subprocess.Popen:
-            command = [sys.executable, "-m", "uvicorn", "--factory", "mnist_models.isolation:prefect_server_app",
-                       "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
-            environment = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                           "PREFECT__SERVER_FINAL": "1", PARENT_VARIABLE: str(os.getpid()),
-                           **get_current_settings().to_environment_variables(exclude_unset=True)}
-            return subprocess.Popen(command, env=environment, start_new_session=True)
+    PORTS = range(8000, 9000)
+    PORT_IN_USE = 3  # uvicorn's exit status when another process took the port first
 
-    return StudyServer()
+    def __init__(self) -> None:
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.address}/api"
+
+    def start(self, timeout: float = 120) -> None:
+        """Start the server and wait until it answers; raise RuntimeError with its exit status if it never does."""
+        import httpx
+        from prefect.logging import get_logger
+
+        self.port = self._free_port()
+        get_logger().info(f"Starting temporary server on {self.address}\nSee "
+                          "https://www.prefect.io/docs/v3/concepts/server#how-to-guides for more information on "
+                          "running a dedicated Prefect server.")
+        self.process = self._spawn()
+        atexit.register(self.stop)
+        deadline, retries = time.monotonic() + timeout, 3
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() == self.PORT_IN_USE and retries:  # uvicorn's status for any failed start
+                    self.port, retries = self._free_port(), retries - 1
+                    self.process = self._spawn()
+                elif self.process.poll() is not None:
+                    break
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(f"{self.api_url}/health", timeout=5).status_code == 200:
+                        return
+                time.sleep(0.1)
+        status = self.process.poll()
+        self.stop()
+        raise RuntimeError(f"the temporary Prefect server at {self.address} did not answer within {timeout:g} s"
+                           + ("" if status is None else f" (it exited with status {status})"))
+
+    def _free_port(self) -> int:
+        for port in random.sample(self.PORTS, 20):
+            with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+        raise RuntimeError(f"no free port for the temporary Prefect server in {self.PORTS.start}-{self.PORTS.stop - 1}")
+
+    def _spawn(self) -> subprocess.Popen:
+        from prefect.settings import get_current_settings
+
+        command = [sys.executable, "-m", "uvicorn", "--factory", "mnist_models.isolation:prefect_server_app",
+                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+        environment = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                       "PREFECT__SERVER_FINAL": "1", PARENT_VARIABLE: str(os.getpid()),
+                       **get_current_settings().to_environment_variables(exclude_unset=True)}
+        return subprocess.Popen(command, env=environment, start_new_session=True)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, SIGKILL after 5 s) and reap it; nothing if it is not running."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        from prefect.logging import get_logger
+
+        get_logger().info(f"Stopping temporary server on {self.address}")
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
@@ -105,7 +177,7 @@ def prefect_api() -> Iterator[None]:
     if get_current_settings().api.url:
         yield
         return
-    server = _temporary_server()
+    server = TemporaryServer()
     server.start(timeout=120)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
