@@ -560,7 +560,7 @@ def plot(payload: dict):
     right.set_xscale("log", base=2)
     right.set_xticks(workers, [str(count) for count in workers])
     right.set_yscale("log")
-    right.set_xlabel("workers (one core each)")
+    right.set_xlabel("cores: one-core workers, one machine, or 8-core Dask workers (per line)")
     right.set_ylabel("train stage, seconds")
     right.set_title("simulated: the full study's 13 lineages, longest first")
     right.legend(fontsize=8)
