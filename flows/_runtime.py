@@ -150,8 +150,8 @@ class TemporaryServer:
 
         command = [sys.executable, "-m", "uvicorn", "--factory", "mnist_models.isolation:prefect_server_app",
                    "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
-        environment = {**self.IDLE_SERVICES, **os.environ, "PREFECT_UI_ENABLED": "0",
-                       "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1", PARENT_VARIABLE: str(os.getpid()),
+        environment = {**self.IDLE_SERVICES, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                       "PREFECT__SERVER_FINAL": "1", PARENT_VARIABLE: str(os.getpid()),
                        **get_current_settings().to_environment_variables(exclude_unset=True)}
         return subprocess.Popen(command, env=environment, start_new_session=True)
 

@@ -41,7 +41,7 @@ from mnist_models.isolation import allow_starts, close_workers, stop_all
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.placement import (DASK_CORES, DaskUnreachableError, dask_resources, dask_worker_cores, gpu_slots,
-                                    visible_gpus)
+                                    lends_cores, visible_gpus)
 from mnist_models.records import PreparedData, RunSpec, StudyResult, TrainedRun
 from mnist_models.runs import prune_checkpoints
 from tasks import stages
@@ -117,12 +117,11 @@ def grid_runner(graph: StudyGraph):
         get_run_logger().info(f"{parallel} run(s) at once on {describe_threads(specs.values())}: "
                               f"{capacity.describe()}{gpus}")
         lineages = [[specs[run_id] for run_id in unit] for unit in units]
-        lending = bool(graph.dask_cores) and all(graph.dask_cores)
         if config.dask_address:
             get_run_logger().info(describe_dask_cores(graph.dask_cores))
         try:
             done = train_grid.with_options(task_runner=task_runner_for(config, parallel))(
-                lineages, data, layout, resume, slots, config.stall_timeout, ask_cores=lending)
+                lineages, data, layout, resume, slots, config.stall_timeout, ask_cores=lends_cores(graph.dask_cores))
         finally:
             close_workers()  # the training processes the worker threads kept from lineage to lineage
         for run_ids, outcome in done:
@@ -147,7 +146,7 @@ def describe_dask_cores(dask_cores: Sequence[int]) -> str:
     """What the Dask cluster's workers lent when the study was planned, and what the training tasks make of it."""
     if not dask_cores:
         return "Dask: no worker connected when the study was planned; one thread per training task"
-    if all(dask_cores):
+    if lends_cores(dask_cores):
         return (f"Dask: {len(dask_cores)} worker(s) lend {sum(dask_cores)} core(s) (at most {max(dask_cores)} on one);"
                 " each training task asks for its threads' cores")
     return (f"Dask: {sum(not count for count in dask_cores)} of {len(dask_cores)} worker(s) lend no cores "

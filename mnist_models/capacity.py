@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mnist_models.config import StudyConfig
 from mnist_models.layout import ArtifactsLayout
+from mnist_models.placement import lends_cores
 from mnist_models.runs import recorded_manifests
 
 DEFAULT_RUN_MEMORY_MB = 1536.0  # a run's peak before any manifest has measured one (ResNet: about 1 GiB)
@@ -94,7 +95,7 @@ def thread_shares(config: StudyConfig, lineage_costs: Sequence[float], cores: in
     lineage still fits on a worker beside the others at once (a task runs on one worker, which runs it when its
     cores are free). A cluster where some worker lends none keeps one thread per task.
     """
-    lending = bool(config.dask_address) and bool(dask_cores) and all(count > 0 for count in dask_cores)
+    lending = bool(config.dask_address) and lends_cores(dask_cores)
     machines = list(dask_cores) if lending else [cores]
     cores = sum(machines)
     even = threads_per_worker(config, len(lineage_costs), cores, gpu_slots)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 GPU_RUN_MB = 2048  # a training process's share of GPU memory, with memory growth on (the study's ResNet needs less)
@@ -96,6 +97,12 @@ def dask_worker_cores(address: str, timeout: float = 10.0) -> tuple[int, ...]:
         raise DaskUnreachableError(f"no Dask scheduler answered at {address} within {timeout:g} s ({error}); "
                                    "expected a running `dask scheduler` there") from None
     return tuple(int((worker.get("resources") or {}).get(DASK_CORES, 0)) for worker in workers)
+
+
+def lends_cores(dask_cores: Sequence[int]) -> bool:
+    """Whether the training tasks can ask for cores: some worker is connected, and every one lends some (a task
+    asking for cores would never start on a worker that lends none)."""
+    return bool(dask_cores) and all(count > 0 for count in dask_cores)
 
 
 def dask_resources(threads: int) -> dict[str, dict[str, int]]:

@@ -133,7 +133,8 @@ def workers_lending_cores(tmp_path):
                 try:
                     client.wait_for_workers(2, timeout=90)
                 except TimeoutError:
-                    raise RuntimeError(f"the Dask workers did not come up:\n{tail(tmp_path / 'two-cores.log')}") from None
+                    log = tail(tmp_path / "two-cores.log")
+                    raise RuntimeError(f"the Dask workers did not come up:\n{log}") from None
             yield cluster.scheduler_address, plugin
         finally:
             for worker in workers:
