@@ -237,8 +237,18 @@ def pipeline_runs(artifacts_dir: Path) -> list[dict]:
         runs.append({"model": parameters["model"], "learning_rate": parameters["learning_rate"],
                      "epochs": parameters["epochs"], "val_accuracy": manifest["final_metrics"]["val_accuracy"],
                      "accuracy": manifest["final_metrics"]["accuracy"], "wall_seconds": manifest["wall_seconds"],
-                     "threads": manifest.get("threads")})
+                     "threads": manifest.get("threads"), "lineage": manifest.get("lineage")})
     return runs
+
+
+def lane_seconds(runs: list[dict]) -> float:
+    """The training processes' seconds: each lineage's longest run (its shorter runs are written on the way and
+    their wall_seconds are part of the longer one's)."""
+    longest: dict[str, float] = {}
+    for index, run in enumerate(runs):
+        lineage = run.get("lineage") or str(index)
+        longest[lineage] = max(longest.get(lineage, 0.0), run["wall_seconds"])
+    return sum(longest.values())
 
 
 def _plain_result(output: str) -> dict:
@@ -339,8 +349,8 @@ def main(argv: list[str] | None = None) -> None:
         ["pipeline stage (from its log)", "--refresh s", "cached rerun 1 s"],
         [[name, seconds, cached_stages[0].get(name, "-")] for name, seconds in stages.items() if name != "task states"]
         + [["plain script: training loop only (its own clock)", plain_result["training_seconds"], "-"],
-           ["pipeline: sum of its run manifests' wall_seconds (runs overlap in parallel)",
-            round(sum(run["wall_seconds"] for run in runs), 1), "-"]])
+           ["pipeline: lane-seconds, each lineage's longest run's wall_seconds (lineages overlap in parallel)",
+            round(lane_seconds(runs), 1), "-"]])
 
     print("\n" + ratio_table + "\n\n" + timing_table + "\n\n" + stage_table + "\n\n" + accuracy_table)
     print(f"\ncached reruns fully Cached: {all_cached} (task states {cached_states})")
