@@ -269,9 +269,13 @@ def _serve(sender: Connection, parent: int, preload: tuple[str, ...] = PRELOAD) 
 
 
 if __name__ == "__main__":  # the child: calls on stdin, answers on the descriptor named in argv
-    _serve(Connection(int(sys.argv[1]), readable=False), int(sys.argv[2]), tuple(sys.argv[3:]))
+    try:
+        _serve(Connection(int(sys.argv[1]), readable=False), int(sys.argv[2]), tuple(sys.argv[3:]))
+        status = 0
+    except KeyboardInterrupt:  # a Ctrl-C at the terminal reaches this process too, between calls or while it
+        status = 128 + signal.SIGINT  # imports TensorFlow: the study reports the interruption, not this process
     # Every call has answered and closed its files: skip the interpreter's finalization, which with TensorFlow
     # loaded took 1.5 s per process (measured), seconds the flow spent waiting between its grid and evaluation.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)

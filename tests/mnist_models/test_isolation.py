@@ -45,6 +45,18 @@ def test_a_child_killed_by_a_signal_is_named(number, cause):
     assert len(started) == 1 and started[0] != os.getpid()
 
 
+def test_a_ctrl_c_reaching_a_waiting_child_ends_it_without_a_traceback(capfd):
+    """A Ctrl-C at the terminal signals the training processes too; the study reports the interruption, so a child
+    waiting for its next call (or still importing TensorFlow) exits with 130 and prints nothing of its own."""
+    worker = Worker(preload=())
+    assert worker.call(add, 1, 2, log=lambda line: None)["sum"] == 3
+    process = worker.process
+    os.kill(process.pid, signal.SIGINT)
+    assert process.wait(timeout=30) == 128 + signal.SIGINT
+    assert "Traceback" not in capfd.readouterr().err
+    worker.close()
+
+
 def test_exit_descriptions():
     assert describe_exit(3) == "exited with status 3 before reporting a result"
     assert describe_exit(None) == "did not finish"
