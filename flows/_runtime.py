@@ -88,12 +88,6 @@ class TemporaryServer:
 
     PORTS = range(8000, 9000)
     PORT_IN_USE = 3  # uvicorn's exit status when another process took the port first
-    # Services a server that lives as long as one study's process has no use for: no deployment to schedule or
-    # mark late, no worker to watch, no pause, no automation, and nothing left of a cancelled run once the
-    # process is gone. Off, the server answered 2 s sooner (12.6/12.0 -> 10.2/10.5 s under load). The user's
-    # own settings win.
-    IDLE_SERVICES = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
-        "SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "TRIGGERS")}
 
     def __init__(self) -> None:
         self.port: int | None = None
@@ -150,7 +144,7 @@ class TemporaryServer:
 
         command = [sys.executable, "-m", "uvicorn", "--factory", "mnist_models.isolation:prefect_server_app",
                    "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
-        environment = {**self.IDLE_SERVICES, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+        environment = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                        "PREFECT__SERVER_FINAL": "1", PARENT_VARIABLE: str(os.getpid()),
                        **get_current_settings().to_environment_variables(exclude_unset=True)}
         return subprocess.Popen(command, env=environment, start_new_session=True)
