@@ -104,13 +104,14 @@ def thread_shares(config: StudyConfig, lineage_costs: Sequence[float], cores: in
             or len(lineage_costs) >= cores):
         return [even] * len(lineage_costs)
     shares = [1] * len(lineage_costs)
-    while True:  # the lineage that would end last first; the next one where it can have no more
-        by_end = sorted(range(len(shares)), key=lambda index: (-lineage_costs[index] / shares[index], index))
-        grown = next((trial for trial in ([*shares[:index], shares[index] + 1, *shares[index + 1:]] for index in by_end)
-                      if fits(trial, machines)), None)
-        if grown is None:
+    while True:  # a core to the lineage that would end last; to the next one where it can have no more
+        for index in sorted(range(len(shares)), key=lambda index: (-lineage_costs[index] / shares[index], index)):
+            shares[index] += 1
+            if fits(shares, machines):
+                break
+            shares[index] -= 1
+        else:
             return shares
-        shares = grown
 
 
 def fits(shares: Sequence[int], machines: Sequence[int]) -> bool:
