@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,12 @@ def small_splits(mnist_dir, tmp_path_factory) -> dict[str, Path]:
     test = write_split_parquet(read("t10k-images-idx3-ubyte.gz")[:1000], read("t10k-labels-idx1-ubyte.gz")[:1000],
                                directory / "test.parquet")
     return {"train": train, "test": test}
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A localhost port that refuses connections: bound but not listening, and held for the whole test, so that
+    neither the kernel (a test server's port 0) nor another process (a parallel test) is handed it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]

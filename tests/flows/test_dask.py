@@ -165,20 +165,17 @@ def runs_manifest(artifacts, run_id: str) -> dict:
     return json.loads((artifacts / "runs" / run_id / "manifest.json").read_text())
 
 
-def test_a_dask_address_with_no_scheduler_is_one_clear_error(tmp_path):
+def test_a_dask_address_with_no_scheduler_is_one_clear_error(tmp_path, closed_port):
     """Planning asks the cluster what its workers lend: where nothing answers, one line and exit status 1."""
-    import socket
     import subprocess
     import sys
 
     from tests.prefect_harness import REPOSITORY
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:  # bound, not listening: refuses connections
-        holder.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{holder.getsockname()[1]}"
-        completed = subprocess.run([sys.executable, str(REPOSITORY / "flows" / "full_study.py"), "--plan",
-                                    "--artifacts-dir", str(tmp_path), "--dask-address", address],
-                                   capture_output=True, text=True, timeout=120)
+    address = f"tcp://127.0.0.1:{closed_port}"
+    completed = subprocess.run([sys.executable, str(REPOSITORY / "flows" / "full_study.py"), "--plan",
+                                "--artifacts-dir", str(tmp_path), "--dask-address", address],
+                               capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1, completed.stderr[-3000:]
     lines = completed.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: no Dask scheduler answered at {address} within 10 s"), completed.stderr

@@ -141,15 +141,6 @@ def _faulty_once(body: bytes, fault: str) -> Callable[[BaseHTTPRequestHandler], 
     return answer
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A localhost port that refuses connections: bound but not listening, and held for the whole test, so that
-    neither the kernel (a test server's port 0) nor another process (a parallel test) is handed it meanwhile."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
-        holder.bind(("127.0.0.1", 0))
-        yield holder.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- verify_content
 
 
