@@ -340,8 +340,9 @@ def test_an_interrupted_study_stops_its_training_and_its_server_at_once(tmp_path
     expected = {"SIGTERM to the study": 143, "Ctrl-C at the terminal": 130, "SIGKILL to the study": -signal.SIGKILL}
     assert process.returncode == expected[how], output[-3000:]
     if how != "SIGKILL to the study":
-        assert "interrupted after 0 of 2 runs: stopped" in output
-        assert f"interrupted by {'SIGTERM' if how.startswith('SIGTERM') else 'Ctrl-C (SIGINT)'}: training stopped" in output
+        assert "interrupted after 0 of 2 runs: stopped" in output, output[-3000:]
+        assert f"interrupted by {'SIGTERM' if how.startswith('SIGTERM') else 'Ctrl-C (SIGINT)'}: training stopped" in \
+            output, output[-3000:]
         assert "Traceback" not in output, output[-3000:]
     deadline = time.monotonic() + 10  # a process whose parent is gone notices within half a second
     while any(_alive(pid) for pid in training + servers) and time.monotonic() < deadline:
