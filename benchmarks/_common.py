@@ -141,6 +141,23 @@ def measure_together(command: list[str], copies: int, environment: dict[str, str
     return [round(json.loads(stdout.strip().splitlines()[-1]), 3) for stdout, _ in outputs]
 
 
+def run_study(arguments: list[str], log_name: str, what: str, append: bool = False) -> float:
+    """Run `flows/full_study.py ARGUMENTS` in the repository with the benchmarks' environment, its output written (or
+    appended) to benchmarks/results/logs/LOG_NAME; its wall time in seconds. A failure ends the benchmark naming
+    `what` and the log."""
+    command = [sys.executable, str(REPO_ROOT / "flows" / "full_study.py"), *arguments]
+    log = RESULTS_DIR / "logs" / log_name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print("$", " ".join(command), ">>" if append else ">", log, flush=True)
+    started = time.perf_counter()
+    with log.open("a" if append else "w") as output:
+        completed = subprocess.run(command, cwd=REPO_ROOT, env=subprocess_environment(), stdout=output,
+                                   stderr=subprocess.STDOUT)
+    if completed.returncode:
+        raise SystemExit(f"{what} failed (exit status {completed.returncode}); see {log}")
+    return time.perf_counter() - started
+
+
 def timed(function, *arguments):
     """(seconds, result) of one call, measured with perf_counter."""
     started = time.perf_counter()

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import _common
@@ -34,21 +31,10 @@ def run_study(dataset: str, depths: str, args: argparse.Namespace) -> tuple[Path
     """Train (or reuse) the pairs on `dataset`; the artifacts folder and the wall time in seconds."""
     artifacts = args.artifacts_dir / dataset
     offline = _common.REPO_ROOT / ".." / "shared" / "datasets" / dataset
-    command = [sys.executable, str(_common.REPO_ROOT / "flows" / "full_study.py"), "--dataset", dataset, *SWEEP,
-               "--gradient-depth", depths, "--gradient-epochs", str(args.epochs),
-               "--train-subset", str(args.train_subset), "--replicates", str(args.replicates),
-               "--artifacts-dir", str(artifacts),
-               *(["--mirror", str(offline.resolve())] if offline.is_dir() else [])]
-    log = _common.RESULTS_DIR / "logs" / f"gradient_depth_{dataset}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("$", " ".join(command), f"> {log}", flush=True)
-    started = time.perf_counter()
-    with log.open("w") as output:
-        completed = subprocess.run(command, cwd=_common.REPO_ROOT, env=_common.subprocess_environment(),
-                                   stdout=output, stderr=subprocess.STDOUT)
-    if completed.returncode:
-        raise SystemExit(f"the study on {dataset} failed (exit status {completed.returncode}); see {log}")
-    return artifacts, time.perf_counter() - started
+    arguments = ["--dataset", dataset, *SWEEP, "--gradient-depth", depths, "--gradient-epochs", str(args.epochs),
+                 "--train-subset", str(args.train_subset), "--replicates", str(args.replicates),
+                 "--artifacts-dir", str(artifacts), *(["--mirror", str(offline.resolve())] if offline.is_dir() else [])]
+    return artifacts, _common.run_study(arguments, f"gradient_depth_{dataset}.log", f"the study on {dataset}")
 
 
 def interval(phase) -> str:
