@@ -124,9 +124,18 @@ class Worker:
 
     def _spawn(self) -> None:
         read_end, write_end = os.pipe()
-        self.process = subprocess.Popen([sys.executable, "-m", "mnist_models.isolation", str(write_end), str(os.getpid()), *self.preload],
-                                        stdin=subprocess.PIPE, pass_fds=(write_end,),
-                                        env={**os.environ, **self.environment})
+        # A Ctrl-C at the terminal signals the whole foreground group, this process's children too. One arriving
+        # while a child's interpreter still starts (importing `site`, before any code of ours runs) ended it with
+        # "Fatal Python error: init_import_site" and a traceback on the study's terminal. So the child is born
+        # with SIGINT blocked (a thread's signal mask survives fork and exec) and unblocks it in `__main__` below,
+        # where a Ctrl-C ends it quietly; a pending one is delivered there.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mnist_models.isolation", str(write_end), str(os.getpid()), *self.preload],
+                stdin=subprocess.PIPE, pass_fds=(write_end,), env={**os.environ, **self.environment})
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_end)
         self.receiver = Connection(read_end, writable=False)
 
@@ -270,10 +279,11 @@ def _serve(sender: Connection, parent: int, preload: tuple[str, ...] = PRELOAD) 
 
 if __name__ == "__main__":  # the child: calls on stdin, answers on the descriptor named in argv
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since birth: see Worker._spawn
         _serve(Connection(int(sys.argv[1]), readable=False), int(sys.argv[2]), tuple(sys.argv[3:]))
         status = 0
-    except KeyboardInterrupt:  # a Ctrl-C at the terminal reaches this process too, between calls or while it
-        status = 128 + signal.SIGINT  # imports TensorFlow: the study reports the interruption, not this process
+    except KeyboardInterrupt:  # a Ctrl-C at the terminal reaches this process too, between calls, while it
+        status = 128 + signal.SIGINT  # starts or imports TensorFlow: the study reports it, not this process
     # Every call has answered and closed its files: skip the interpreter's finalization, which with TensorFlow
     # loaded took 1.5 s per process (measured), seconds the flow spent waiting between its grid and evaluation.
     sys.stdout.flush()

@@ -57,6 +57,17 @@ def test_a_ctrl_c_reaching_a_waiting_child_ends_it_without_a_traceback(capfd):
     worker.close()
 
 
+def test_a_ctrl_c_reaching_a_child_while_its_interpreter_starts_ends_it_without_a_traceback(capfd):
+    """The same Ctrl-C, sent the moment the child exists (still inside Python's own start-up, importing `site`):
+    it used to end the child with "Fatal Python error: init_import_site" and a traceback on the study's terminal."""
+    worker = Worker(preload=())
+    with pytest.raises(RunCrashedError, match="exited with status 130"):
+        worker.call(add, 1, 2, log=lambda line: None, on_start=lambda pid: os.kill(pid, signal.SIGINT))
+    error = capfd.readouterr().err
+    assert "Traceback" not in error and "Fatal Python error" not in error, error
+    worker.close()
+
+
 def test_exit_descriptions():
     assert describe_exit(3) == "exited with status 3 before reporting a result"
     assert describe_exit(None) == "did not finish"
