@@ -20,13 +20,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import _common
+import gradient_measure
 import numpy as np
 import pandas as pd
 
 from mnist_models import replicates, table_builders
 from mnist_models.findings.gradients import GradientExperiment, gradient_experiments
 from mnist_models.report import factor_text
-from mnist_models.study_reference import REFERENCE_LEARNING_RATE, STUDY_TABLE_2_1, STUDY_TABLE_5_1
+from mnist_models.study_reference import REFERENCE_LEARNING_RATE, STUDY_TABLE_2_1, STUDY_TABLE_5_1, TARGET_LAYER
+from mnist_models.tables import to_markdown
 
 OUTCOME_WORDS = {"holds": "holds", "reversed": "reversed", "within_noise": "within seed noise",
                  "too_few_seeds": "too few seeds"}
@@ -96,6 +98,16 @@ def conclusion_rows(cells: pd.DataFrame, comparisons: pd.DataFrame) -> list[list
     return rows
 
 
+def measure_noise(gradients: pd.DataFrame, plateau_from: int) -> tuple[pd.DataFrame, str]:
+    """The gradient measure's own noise in these runs (gradient_measure.noise): target_layer's norm at the plateau,
+    epoch to epoch within a run and across seeds; and the table as Markdown, or why there is none."""
+    target = gradients[(gradients["layer"] == TARGET_LAYER) & (gradients["epoch"] > 0)]
+    if target.empty or target["epoch"].max() <= plateau_from:
+        return pd.DataFrame(), f"No gradient run has two epochs from epoch {plateau_from} on: no plateau to measure."
+    table = gradient_measure.noise(target.rename(columns={"gradient_norm": "norm"}), plateau_from)
+    return table, to_markdown(table, float_format="{:.3g}")
+
+
 def gradient_sentence(experiment: GradientExperiment | None) -> str:
     if experiment is None or experiment.typical_ratio is None:
         return "No gradient experiment in these tables."
@@ -142,6 +154,9 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="run (or continue) the study into --artifacts-dir first")
     parser.add_argument("--profile-args", default="--profile replicated",
                         help="the study's options, as one string (default: %(default)s)")
+    parser.add_argument("--plateau-from", type=int, default=6,
+                        help="the first epoch of the gradient measure's plateau (default %(default)s, as in "
+                             "results/gradient_measure.md)")
     parser.add_argument("--output", type=Path, default=_common.RESULTS_DIR / "replicated_full")
     args = parser.parse_args()
     seconds = _common.run_study([*shlex.split(args.profile_args), "--artifacts-dir", str(args.artifacts_dir)],
@@ -151,6 +166,7 @@ def main() -> None:
     rows, records = sweep_rows(summary, cells)
     experiments = gradient_experiments(tables["gradient_norms"], summary)
     per_model, lane_seconds, lineages = lineage_cost(args.artifacts_dir)
+    noise, noise_text = measure_noise(tables["gradient_norms"], args.plateau_from)
     machine = _common.machine_facts()
     inside = [record for record in records if record["inside"] is not None]
     lines = [
@@ -177,6 +193,13 @@ def main() -> None:
         "",
         *[gradient_sentence(experiment) for experiment in experiments],
         "",
+        f"The measure's own noise (`benchmarks/gradient_measure.py`'s statistics of target_layer's norm from epoch "
+        f"{args.plateau_from} on): the coefficient of variation from epoch to epoch within a run (mean over seeds), the "
+        "largest ratio between two of a run's plateau epochs, and the coefficient of variation across seeds (mean over "
+        "epochs).",
+        "",
+        noise_text,
+        "",
         "## Which conclusions hold across seeds",
         "",
         "Each pair of models at each learning rate: the claim is the study's ranking in its table 5.1 where the study "
@@ -202,6 +225,7 @@ def main() -> None:
     _common.write_json(args.output.with_suffix(".json"), {
         "machine": machine, "artifacts_dir": str(args.artifacts_dir), "profile_args": args.profile_args,
         "cells": records, "gradient": [experiment.model_dump(mode="json") for experiment in experiments],
+        "gradient_measure_noise": noise.to_dict(orient="records"),
         "epoch_seconds_per_model": per_model, "epoch_seconds": lane_seconds, "lineages": lineages,
         "invocation_seconds": seconds})
     args.output.with_suffix(".md").write_text("\n".join(lines))
