@@ -7,8 +7,8 @@ benchmarks/results/replicated_full.md and .json, with the report's own findings 
 `mnist_models.findings.gradients`). With `--run` it first runs (or continues) that study: every finished epoch is
 kept, so a stopped run loses at most the epoch in progress, and a finished one is reused in seconds.
 
-    python benchmarks/replicated_profile.py --run                           # about 7 h on 2 cores
-    python benchmarks/replicated_profile.py --artifacts-dir /work/replicated --profile-args ""   # analysis only
+    python benchmarks/replicated_profile.py --run                     # about 7 h on 2 cores, into artifacts/replicated
+    python benchmarks/replicated_profile.py --artifacts-dir DIR       # only the analysis, of a study run elsewhere
 """
 
 from __future__ import annotations
