@@ -141,6 +141,11 @@ def measure_together(command: list[str], copies: int, environment: dict[str, str
     return [round(json.loads(stdout.strip().splitlines()[-1]), 3) for stdout, _ in outputs]
 
 
+def run_manifests(artifacts: Path) -> list[dict]:
+    """Every run's manifest.json under ARTIFACTS/runs, in run-id order."""
+    return [json.loads(path.read_text()) for path in sorted((artifacts / "runs").glob("*/manifest.json"))]
+
+
 def run_study(arguments: list[str], log_name: str, what: str, append: bool = False) -> float:
     """Run `flows/full_study.py ARGUMENTS` in the repository with the benchmarks' environment, its output written (or
     appended) to benchmarks/results/logs/LOG_NAME; its wall time in seconds. A failure ends the benchmark naming

@@ -15,12 +15,12 @@ every trained run, so rewriting the results costs seconds.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import _common
 import pandas as pd
 
+from mnist_models import table_builders
 from mnist_models.findings.gradients import GradientExperiment, depth_comparison, gradient_experiments
 from mnist_models.report import factor_text
 
@@ -56,7 +56,7 @@ def outcome_cells(experiment: GradientExperiment) -> list[str]:
 
 def training_wall_seconds(artifacts: Path) -> float:
     """The training grid's wall time when the runs were trained: first start to last end, from their manifests."""
-    manifests = [json.loads(path.read_text()) for path in (artifacts / "runs").glob("*/manifest.json")]
+    manifests = _common.run_manifests(artifacts)
     return max(manifest["finished_unix"] for manifest in manifests) - min(manifest["started_unix"]
                                                                            for manifest in manifests)
 
@@ -130,7 +130,7 @@ def main() -> None:
         experiments = gradient_experiments(gradients, summary)
         comparison = depth_comparison(experiments)
         results[dataset] = experiments
-        gradient_runs = summary[summary["roles"].str.split(",").map(lambda roles: "gradient" in roles)]
+        gradient_runs = table_builders.gradient_runs(summary)
         record["datasets"][dataset] = {
             "wall_seconds": round(seconds, 1), "training_wall_seconds": round(training_wall_seconds(artifacts), 1),
             "train_seconds": round(float(gradient_runs["train_seconds"].sum()), 1),

@@ -14,7 +14,6 @@ kept, so a stopped run loses at most the epoch in progress, and a finished one i
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from collections import defaultdict
 from pathlib import Path
@@ -71,7 +70,7 @@ def sweep_rows(summary: pd.DataFrame, cells: pd.DataFrame) -> tuple[list[list[ob
 
 def gradient_pair_rows(summary: pd.DataFrame) -> list[list[object]]:
     """The gradient experiment's runs (beyond the sweep's epochs): accuracy per seed and across seeds."""
-    runs = summary[summary["roles"].str.split(",").map(lambda roles: "gradient" in roles)]
+    runs = table_builders.gradient_runs(summary)
     rows = []
     for (model, rate, epochs), group in runs.groupby(["model", "learning_rate", "epochs"], sort=False):
         group = group.sort_values("seed")
@@ -136,8 +135,7 @@ def lineage_cost(artifacts: Path) -> tuple[dict[str, float], float, int]:
     """Epoch-seconds per model (each lineage counted once, by its longest run's per-epoch times), the total, and
     the number of lineages; an epoch interrupted by a stop and trained again counts once."""
     longest: dict[str, dict] = {}
-    for path in (artifacts / "runs").glob("*/manifest.json"):
-        manifest = json.loads(path.read_text())
+    for manifest in _common.run_manifests(artifacts):
         kept = longest.get(manifest["lineage"])
         if kept is None or len(manifest["epoch_seconds"]) > len(kept["epoch_seconds"]):
             longest[manifest["lineage"]] = manifest

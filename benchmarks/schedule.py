@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 from pathlib import Path
 
 import _common
 
 from mnist_models.planning import EPOCH_COST
-
-
-def _manifests(artifacts: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted((artifacts / "runs").glob("*/manifest.json"))]
 
 
 def measured_idle(manifests: list[dict], workers: int) -> tuple[float, float]:
@@ -59,7 +54,7 @@ def main() -> None:
     parser.add_argument("artifacts", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     options = parser.parse_args()
-    manifests = [manifest for manifest in _manifests(options.artifacts) if "started_unix" in manifest]
+    manifests = [manifest for manifest in _common.run_manifests(options.artifacts) if "started_unix" in manifest]
     wall, idle = measured_idle(manifests, options.workers)
     seconds = {manifest["run_id"]: sum(manifest["epoch_seconds"]) for manifest in manifests}
     per_epoch = {manifest["run_id"]: manifest["epoch_seconds"] for manifest in manifests}

@@ -55,6 +55,11 @@ def sweep_runs(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["role"] == "sweep"]
 
 
+def gradient_runs(summary: pd.DataFrame) -> pd.DataFrame:
+    """The gradient experiment's rows of the summary (a run may also serve the sweep)."""
+    return summary[summary["roles"].map(lambda roles: "gradient" in str(roles).split(","))]
+
+
 def accuracy_at_lr_table(summary: pd.DataFrame, learning_rate: float = REFERENCE_LEARNING_RATE) -> pd.DataFrame:
     """Study table 2.1: accuracy per model at one learning rate, beside the study's value."""
     rows = sweep_runs(summary)
