@@ -350,6 +350,39 @@ def test_an_interrupted_study_stops_its_training_and_its_server_at_once(tmp_path
     assert not [pid for pid in training + servers if _alive(pid)], output[-3000:]
 
 
+def test_a_ctrl_c_while_the_server_starts_ends_the_training_processes_started_ahead(tmp_path, mnist_dir):
+    """In a fresh folder the training processes start before the server, to import TensorFlow meanwhile; a Ctrl-C
+    then, long before any training, ends them and the server as it ends the study, quietly."""
+    environment = {**_environment(mnist_dir), "PREFECT_HOME": str(tmp_path / "prefect")}
+    environment.pop("PREFECT_API_URL")
+    process = subprocess.Popen([sys.executable, "flows/full_study.py", "--artifacts-dir", str(tmp_path / "artifacts"),
+                                *TWO_RUNS], cwd=REPOSITORY, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines, ahead = [], []
+    for line in process.stdout:
+        lines.append(line)
+        if match := re.search(r"started \d+ training process\(es\) ahead, in process\(es\) ([\d, ]*\d)", line):
+            ahead = [int(pid) for pid in match.group(1).split(", ")]
+            break
+    assert ahead, "".join(lines)[-3000:]
+    deadline = time.monotonic() + 10
+    while not (servers := _servers_of(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers and all(_alive(pid) for pid in ahead), "".join(lines)[-3000:]
+    os.killpg(process.pid, signal.SIGINT)  # the terminal signals the whole group: the processes started ahead too
+    lines += process.stdout.readlines()
+    process.wait(timeout=60)
+    output = "".join(lines)
+    assert process.returncode == 130, output[-3000:]
+    assert "interrupted by Ctrl-C (SIGINT)" in output and "Traceback" not in output, output[-3000:]
+    assert not TRAINING_PROCESS.search(output), output[-3000:]  # stopped before any training began
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in ahead + servers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in ahead + servers if _alive(pid)], output[-3000:]
+
+
 def _alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, ended but not yet reaped, does not)."""
     try:
