@@ -52,6 +52,44 @@ def test_one_run_writes_a_complete_trustworthy_folder(model, small_splits, tmp_p
         assert histograms.groupby("epoch")["count"].sum().tolist() == [3 * 3 * 32, 3 * 3 * 32]
 
 
+@pytest.mark.parametrize("model", ["dnn", "resnet"])
+def test_gradient_norms_are_the_probe_s_per_batch_norms_to_the_last_bit(model, small_splits, tmp_path):
+    """gradients.parquet holds, per kernel, the mean and standard deviation over the probe's training-size batches
+    of the kernel's gradient norm, each batch's computed on its own: the same numbers, to the last bit, as one
+    traced call per batch (the recorder runs all batches in one call into TensorFlow)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mnist_models import data as data_lib
+    from mnist_models.training import GRADIENT_PROBE
+
+    spec = spec_for(model, seed=5)
+    folder = RunFolder(tmp_path / spec.run_id)
+    train_run(spec, small_splits["train"], small_splits["test"], folder, log=lambda _: None)
+    train = data_lib.stratified_subset(data_lib.load_split(small_splits["train"]), spec.train_subset, spec.seed)
+    rows = np.random.default_rng(spec.seed).choice(len(train), min(GRADIENT_PROBE, len(train)), replace=False)
+    trained = keras.saving.load_model(folder.model)
+    kernels = [layer.kernel for layer in trained.layers if hasattr(layer, "kernel")]
+    loss_function = keras.losses.SparseCategoricalCrossentropy()
+
+    @tf.function
+    def batch_norms(images, labels):
+        with tf.GradientTape() as tape:
+            loss = loss_function(labels, trained(images, training=False))
+        return tf.stack([tf.norm(gradient) for gradient in tape.gradient(loss, kernels)])
+
+    batches = len(rows) // spec.batch_size
+    per_batch = np.stack([batch_norms(train.images[rows[start:start + spec.batch_size]],
+                                      train.labels[rows[start:start + spec.batch_size]]).numpy()
+                          for start in range(0, batches * spec.batch_size, spec.batch_size)])
+    recorded = pd.read_parquet(folder.gradients).query("epoch == 1")
+    assert recorded["layer"].tolist() == [layer.name for layer in trained.layers if hasattr(layer, "kernel")]
+    assert (recorded["probe_batches"] == batches).all() and batches == 500 // 32
+    np.testing.assert_array_equal(recorded["gradient_norm"].to_numpy(), per_batch.mean(axis=0))
+    np.testing.assert_array_equal(recorded["gradient_norm_sd"].to_numpy(), per_batch.std(axis=0, ddof=1))
+
+
 def test_same_seed_same_history_and_another_seed_differs(small_splits, tmp_path):
     runs = {}
     for label, seed in (("first", 11), ("again", 11), ("other", 12)):
