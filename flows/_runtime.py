@@ -42,8 +42,24 @@ class Terminated(KeyboardInterrupt):
     training processes and its temporary server on the way out instead of dying with them orphaned."""
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise Terminated(signal.Signals(signum).name)
+_received: list[signal.Signals] = []  # SIGINT or SIGTERM, once received: kept where its exception was lost
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """The CLI's handler of SIGINT (Ctrl-C) and SIGTERM: note the signal, then raise KeyboardInterrupt (Terminated
+    for SIGTERM) in the main thread. Python discards an exception raised while that thread runs a finalizer (a
+    `__del__`, a weakref callback), and a library may catch it in a callback it runs there; so the note is kept,
+    and `raise_if_interrupted`, called where the flow waits, raises it again."""
+    _received.append(signal.Signals(signum))
+    raise_if_interrupted()
+
+
+def raise_if_interrupted() -> None:
+    """Raise the interruption a SIGINT or SIGTERM to this process asked for, if one came (even one whose exception
+    was lost): KeyboardInterrupt, or Terminated for SIGTERM."""
+    if _received:
+        received = _received[-1]
+        raise Terminated(received.name) if received == signal.SIGTERM else KeyboardInterrupt
 
 
 # Known, user-facing failures: printed as one message instead of a traceback.
@@ -293,7 +309,9 @@ def run_cli(main: Callable[[], Any]) -> None:
 
     quiet_defaults()
     # Prefect raises its own TerminationSignal during a flow run and hands the signal on to this handler after.
-    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGTERM, _interrupted)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (`... &`)
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         main()
     except USER_ERRORS as error:

@@ -16,19 +16,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._concurrency import artifacts_slot
-from flows._runtime import checked_config, parse_config, run_cli, run_flow
+from flows._runtime import checked_config, parse_config, raise_if_interrupted, run_cli, run_flow
 from flows.prepare_data import DataStageError, plan_data, prepare
 from mnist_models import planning
 from mnist_models.capacity import machine_capacity, parallel_runs
@@ -74,7 +74,7 @@ def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: Artifa
                                            or planning.stall_seconds(specs[0], costs, specs[0].threads))] = specs
         progress = create_progress_artifact(0.0, key="training-grid",
                                             description=f"runs trained of {total} planned to train")
-        for future in as_completed(list(futures)):
+        for future in as_completed_or_interrupted(list(futures)):
             specs = futures[future]
             try:
                 outcome = future.result()
@@ -92,6 +92,23 @@ def train_grid(lineages: list[list[RunSpec]], data: PreparedData, layout: Artifa
                        "a rerun continues from their last checkpoints")
         raise
     return done
+
+
+def as_completed_or_interrupted(futures: list, poll_seconds: float = 0.5) -> Iterator:
+    """The futures as they complete; every `poll_seconds` of waiting, the interruption of a SIGINT or SIGTERM
+    whose exception was lost (`raise_if_interrupted`), which a wait with no end would only notice once a lineage
+    ends: its training processes killed by the signal, Prefect would retry the lineage meanwhile."""
+    finished = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(finished.put)
+    for _ in futures:
+        while True:
+            try:
+                future = finished.get(timeout=poll_seconds)
+                break
+            except queue.Empty:
+                raise_if_interrupted()
+        yield future
 
 
 def dask_annotation(threads: int | None):
@@ -207,6 +224,7 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, engine: Engine, toda
         logger.info(f"removed the checkpoints {folder.name}: no planned run continues them")
 
     def summarize(stage: Stage, decisions) -> None:
+        raise_if_interrupted()  # an interruption whose exception was lost: no stage begins after it
         if stage.name == "train":
             to_train = sum(decision.action == "recomputed" for decision in decisions)
             logger.info(f"{len(graph.planned)} runs planned, {to_train} to train, "

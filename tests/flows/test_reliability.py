@@ -350,6 +350,44 @@ def test_an_interrupted_study_stops_its_training_and_its_server_at_once(tmp_path
     assert not [pid for pid in training + servers if _alive(pid)], output[-3000:]
 
 
+LOST_INTERRUPT = """
+import concurrent.futures, os, signal, sys
+from flows._runtime import run_cli
+from flows.full_study import as_completed_or_interrupted
+
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # handled in this finalizer: Python discards its KeyboardInterrupt
+
+
+def main():
+    Finalized()
+    print("went on after the Ctrl-C", flush=True)
+    for _ in as_completed_or_interrupted([concurrent.futures.Future()]):  # a lineage that never ends
+        pass
+
+
+run_cli(main)
+"""
+
+
+def test_a_ctrl_c_whose_exception_python_discarded_still_stops_the_study_s_wait(tmp_path):
+    """A KeyboardInterrupt raised while the main thread runs a finalizer is discarded by Python ("Exception ignored
+    in"): a study whose Ctrl-C landed there went on training to the end. The CLI notes the signal as well, and the
+    grid's wait for its lineages raises it again within half a second."""
+    script = tmp_path / "lost_interrupt.py"
+    script.write_text(LOST_INTERRUPT)
+    began = time.monotonic()
+    finished = subprocess.run([sys.executable, str(script)], cwd=REPOSITORY, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert "Exception ignored in" in finished.stderr and "went on after the Ctrl-C" in finished.stdout, finished
+    assert finished.returncode == 130, finished
+    assert "interrupted by Ctrl-C (SIGINT): training stopped" in finished.stderr, finished
+    assert time.monotonic() - began < 60
+
+
 def _alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, ended but not yet reaped, does not)."""
     try:
