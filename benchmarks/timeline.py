@@ -77,6 +77,7 @@ DECISION = re.compile(r"^(data|train|evaluate|tables|figures|champions|report) \
 TRAIN_START = re.compile(r"^(\S+): training (\S+) at learning rate (\S+) to epoch\(s\) \S+ on .* in process (\d+)$")
 EPOCH_LINE = re.compile(r"^(\S+): epoch (\d+)/\d+ .*\(([\d.]+) s\)$")
 PARALLEL = re.compile(r"^(\d+) run\(s\) at once")
+AHEAD = re.compile(r"started \d+ training process\(es\) ahead, in process\(es\) ([\d, ]+\d)")
 MARKER = "timeline"  # the logger name of the lines --run writes around the study's output
 CLOCK_STEP = 900  # time zones differ from UTC by whole quarter hours: the log's clock is unix time + k * 900 s
 
@@ -523,6 +524,13 @@ def _notes(marked: bool, jobs, folders, later, events, job_rows) -> list[str]:
                      "option checks before the first log line and the exit after the last are not counted (run "
                      "with --run to measure them); the wall time here is the first to the last log line.")
     notes.append("Server start includes the flow run's creation: nothing is logged between them.")
+    ahead = _first(events, lambda event: bool(AHEAD.search(event.message)))
+    if ahead:
+        pids = AHEAD.search(ahead.message).group(1)
+        notes.append(f"The training process(es) {pids} were started ahead, before the server: their interpreter start "
+                     "and TensorFlow import ran beside the start-up, server start and data stage, on the cores those "
+                     "left idle, and are no part of their own. Worker start + TF import holds what was left of them "
+                     "when the grid began, and the first lineage's setup.")
     setups = {}
     for row in job_rows:
         for part in ("worker start + TF import", "run setup"):

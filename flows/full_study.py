@@ -37,7 +37,7 @@ from mnist_models.data import split_size
 from mnist_models.engine import Engine, Produced, Stage
 from mnist_models.provenance import Decision
 from mnist_models.atomic_files import DiskFullError, ensure_writable_directory, remove_stale_temporaries
-from mnist_models.isolation import allow_starts, close_workers, stop_all
+from mnist_models.isolation import allow_starts, close_workers, discard_ahead, start_ahead, stop_all
 from mnist_models.layout import ArtifactsLayout
 from mnist_models.locking import artifacts_lock
 from mnist_models.placement import (DASK_CORES, DaskUnreachableError, dask_resources, dask_worker_cores, gpu_slots,
@@ -130,6 +130,7 @@ def grid_runner(graph: StudyGraph):
         capacity = machine_capacity(layout)
         slots = [] if config.dask_address else gpu_slots(visible_gpus(), len(specs))
         parallel = parallel_runs(config, len(units), capacity, gpu_slots=len(slots))
+        discard_ahead(keep=0 if config.dask_address else parallel)  # processes started ahead beyond this grid's
         gpus = f", {len(slots)} GPU slot(s) on GPU(s) {sorted(set(slots))}" if slots else ""
         get_run_logger().info(f"{parallel} run(s) at once on {describe_threads(specs.values())}: "
                               f"{capacity.describe()}{gpus}")
@@ -227,11 +228,12 @@ def run_study(config: StudyConfig, layout: ArtifactsLayout, engine: Engine, toda
         raise_if_interrupted()  # an interruption whose exception was lost: no stage begins after it
         if stage.name == "train":
             to_train = sum(decision.action == "recomputed" for decision in decisions)
+            if not to_train:
+                discard_ahead()  # nothing to train after all: end the training processes started ahead
             logger.info(f"{len(graph.planned)} runs planned, {to_train} to train, "
                         f"{len(graph.planned) - to_train} already done")
 
-    outcomes = engine.run(graph.stages(), {"train": grid_runner(graph)},
-                          before=summarize)
+    outcomes = engine.run(graph.stages(), {"train": grid_runner(graph)}, before=summarize)
     result = graph.result(outcomes)
     if result.runs:
         stages.publish(layout, engine)
@@ -298,6 +300,22 @@ def plan_study(config: StudyConfig, today: date | None = None) -> list[Decision]
     return decisions + engine.plan(graph.stages())
 
 
+def processes_ahead(config: StudyConfig, today: date | None = None) -> int:
+    """How many training processes to start before the Prefect server and the data stage: as many as the grid will
+    run at once when training is sure to be needed (no finished run in the artifacts folder yet, or training
+    refreshed), else none. Their TensorFlow import then overlaps the server's start and the data stage, which leave
+    a core idle (timeline.md: 12.3 s of worker start after 13.5 s of start-up, server and data in the quick profile).
+    Not on a Dask cluster (its workers start the processes) nor beside GPUs (each GPU slot's process is its own)."""
+    config = config.resolved(today or datetime.now(timezone.utc).date())
+    layout = ArtifactsLayout.at(config.output_root)
+    if config.dask_address or visible_gpus():
+        return 0
+    if "train" not in config.refresh and any(layout.runs_dir.glob("*/manifest.json")):
+        return 0  # some runs may be reused: the plan, after the data stage, decides
+    lineages = len({run.spec.lineage for run in planning.plan_runs(config, "")})
+    return parallel_runs(config, lineages, machine_capacity(layout))
+
+
 def plan_text(decisions: list[Decision]) -> str:
     """The plan as the run would log it, one line per decision, then what it adds up to per stage."""
     lines = [f"{decision.stage} {decision.item}: {decision.action} ({decision.reason})" for decision in decisions]
@@ -319,7 +337,18 @@ def main(argv: list[str] | None = None) -> StudyResult | None:
         argv.remove("--plan")
         print(plan_text(plan_study(parse_config(StudyConfig, __doc__.split("\n\n")[0], argv, check_machine=False))))
         return None
-    result = run_flow(full_study, parse_config(StudyConfig, __doc__.split("\n\n")[0], argv))
+    config = parse_config(StudyConfig, __doc__.split("\n\n")[0], argv)
+    started = start_ahead(processes_ahead(config))
+    if started:
+        from prefect.logging import get_logger
+
+        get_logger().info(f"started {len(started)} training process(es) ahead, in process(es) "
+                          f"{', '.join(map(str, started))}: no run is finished here yet, so training is sure to be "
+                          "needed; they import TensorFlow while the server starts and the data are prepared")
+    try:
+        result = run_flow(full_study, config)
+    finally:
+        discard_ahead()  # those the study did not take over (it failed before its grid, say)
     print(stages.summary_text(result), file=sys.stdout)
     return result
 

@@ -8,6 +8,7 @@ goes on. The child's log lines reach the caller's `log` as they are written.
 so that TensorFlow is imported once per worker rather than once per run (about 2-3 s of CPU each on
 the development machine); a worker whose process died starts a new one for its next call.
 `worker_for` hands each thread its own worker per environment, and `close_workers` ends them all.
+`start_ahead` starts processes before any call needs them, for the next workers to take over.
 """
 
 from __future__ import annotations
@@ -115,12 +116,16 @@ class Worker:
             raise payload
         return payload
 
-    def _start(self) -> None:
+    def _start(self, take_ahead: bool = True) -> None:
         with _starting:  # stop_all either sees this process or stops it from starting
             if _stopping.is_set():
                 raise RunCrashedError("not started: the study was interrupted")
             _started.add(self)
-            self._spawn()
+            ahead = _take_ahead(self.environment, self.preload) if take_ahead else None
+            if ahead is not None:  # started before any call needed it: TensorFlow may be imported already
+                self.process, self.receiver = ahead
+            else:
+                self._spawn()
 
     def _spawn(self) -> None:
         read_end, write_end = os.pipe()
@@ -133,7 +138,7 @@ class Worker:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mnist_models.isolation", str(write_end), str(os.getpid()), *self.preload],
-                stdin=subprocess.PIPE, pass_fds=(write_end,), env={**os.environ, **self.environment})
+                stdin=subprocess.PIPE, pass_fds=(write_end,), env=_child_environment(self.environment))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_end)
@@ -181,7 +186,7 @@ def stop_all() -> int:
     with _starting:
         _stopping.set()
         workers = list(_started)
-    stopped = 0
+    stopped = discard_ahead()
     for worker in workers:
         process = worker.process
         if process is not None and process.poll() is None:
@@ -193,6 +198,67 @@ def stop_all() -> int:
 def allow_starts() -> None:
     """Let workers start processes again (a new flow run in this process, after an interrupted one)."""
     _stopping.clear()
+
+
+def _child_environment(environment: dict[str, str]) -> dict[str, str]:
+    """The environment of a worker process started now: this process's, with the worker's own added."""
+    return {**os.environ, **environment}
+
+
+# Processes started before any call needed them, each with the environment it was started with.
+_ahead: list[tuple[dict[str, str], Worker]] = []
+_ahead_lock = threading.Lock()
+
+
+def start_ahead(count: int, environment: dict[str, str] | None = None, preload: tuple[str, ...] = PRELOAD) -> list[int]:
+    """Start `count` worker processes now, before any call needs them; returns their process ids.
+
+    Their interpreter start and TensorFlow import (about 9 s of one core each here) then overlap whatever this
+    process does meanwhile (the flow's server start and data stage), and the next workers of the same environment
+    and preload take them over instead of starting their own. One whose environment differs from the one a worker
+    would start a process with now is not taken over. `discard_ahead` ends those left unused.
+    """
+    started = []
+    for _ in range(count):
+        worker = Worker(environment, preload)
+        try:
+            worker._start(take_ahead=False)
+        except RunCrashedError:  # stop_all meanwhile: an interrupted study starts nothing
+            break
+        with _ahead_lock:
+            _ahead.append((_child_environment(worker.environment), worker))
+        started.append(worker.process.pid)
+    return started
+
+
+def _take_ahead(environment: dict[str, str], preload: tuple[str, ...]) -> tuple[subprocess.Popen, Connection] | None:
+    """A process started ahead that a worker of `environment` and `preload` would start now, handed over; or None."""
+    wanted = _child_environment(environment)
+    with _ahead_lock:
+        for index, (started_with, worker) in enumerate(_ahead):
+            if started_with == wanted and worker.preload == tuple(preload) and worker.process.poll() is None:
+                del _ahead[index]
+                taken, worker.process, worker.receiver = (worker.process, worker.receiver), None, None
+                return taken
+    return None
+
+
+def discard_ahead(keep: int = 0) -> int:
+    """End the processes started ahead beyond the first `keep` (they ran no call: killed at once, even in the middle
+    of their TensorFlow import); returns how many of them were still running (a Ctrl-C at the terminal may have
+    ended some already)."""
+    with _ahead_lock:
+        ended = [worker for _, worker in _ahead[keep:]]
+        del _ahead[keep:]
+    running = 0
+    for worker in ended:
+        process, worker.process = worker.process, None
+        running += process.poll() is None
+        process.kill()
+        process.wait()
+        worker.receiver.close()
+        worker.receiver = None
+    return running
 
 
 _workers: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[str, Worker]] = {}
@@ -220,7 +286,8 @@ def worker_for(environment: dict[str, str] | None = None, generation: str = "") 
 
 @atexit.register
 def close_workers() -> None:
-    """End every worker's process."""
+    """End every worker's process, and those started ahead that no worker took over."""
+    discard_ahead()
     with _workers_lock:
         workers = [worker for _, worker in _workers.values()]
         _workers.clear()

@@ -6,6 +6,7 @@ Source edits are made for real, in a copy of the project run as a user would (`p
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.full_study import describe_threads, full_study
+from flows.full_study import describe_threads, full_study, processes_ahead
 from mnist_models.config import StudyConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "mnist_mirror")
@@ -320,11 +321,16 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
     completed = run("--artifacts-dir", str(artifacts))
     assert completed.returncode == 0, completed.stderr[-3000:]
     before = manifests(artifacts)
+    # Nothing trained here yet: the training process was started before the server and took both lineages.
+    output = completed.stdout + completed.stderr
+    (ahead,) = re.findall(r"started 1 training process\(es\) ahead, in process\(es\) (\d+)", output)
+    assert re.findall(r"thread\(s\), in process (\d+)", output) == [ahead, ahead]
 
     with open(copy / "mnist_models" / "architectures" / "convnet.py", "a") as source:
         source.write("\n_EDITED = 1  # a statement changes the code (a comment alone would not)\n")
     completed = run("--artifacts-dir", str(artifacts))
     assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "ahead" not in completed.stdout + completed.stderr  # finished runs here: the plan decides, after the data stage
     new = trained(before, manifests(artifacts))
     assert len(new) == 1 and next(iter(new)).startswith("convnet-lr0.01-")
     changed = recomputed(artifacts)
@@ -361,6 +367,17 @@ def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, 
                for key, reason in changed.items() if not key.startswith("evaluate ")), changed
     output = completed.stdout + completed.stderr
     assert output.count("(predicted from model.keras)") == len(planned) == 2 and "kept by training" not in output
+
+
+def test_training_processes_start_ahead_only_where_training_is_sure_to_be_needed(first, tmp_path):
+    artifacts, _ = first
+    fresh = tmp_path / "fresh"
+    assert processes_ahead(StudyConfig(artifacts_dir=fresh, **TINY)) == 1  # --workers 1
+    assert processes_ahead(StudyConfig(artifacts_dir=fresh, **{**TINY, "workers": None})) == min(os.cpu_count(), 2)
+    assert processes_ahead(StudyConfig(artifacts_dir=artifacts, **TINY)) == 0  # its runs may be reused
+    assert processes_ahead(StudyConfig(artifacts_dir=artifacts, refresh=("train",), **TINY)) == 1
+    assert processes_ahead(StudyConfig(artifacts_dir=fresh, dask_address="tcp://127.0.0.1:8786", **TINY)) == 0
+    assert not fresh.exists()  # deciding writes nothing
 
 
 def test_a_crashed_run_does_not_lose_the_others(project_copy, tmp_path):

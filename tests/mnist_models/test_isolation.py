@@ -281,3 +281,72 @@ def test_stop_all_ends_running_calls_at_once_and_starts_no_process_until_allowed
     finally:
         allow_starts()
     assert run_isolated(add, 1, 2, log=lambda line: None, preload=())["sum"] == 3
+
+
+# --------------------------------------------------------------------------- processes started ahead
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_workers_take_over_the_processes_started_ahead_then_start_their_own():
+    from mnist_models.isolation import discard_ahead, start_ahead
+
+    workers = [Worker(preload=()) for _ in range(3)]
+    try:
+        ahead = start_ahead(2, preload=())
+        assert len(ahead) == 2 and os.getpid() not in ahead
+        pids = [worker.call(add, 1, 1, log=lambda line: None)["pid"] for worker in workers]
+        assert sorted(pids[:2]) == sorted(ahead) and pids[2] not in ahead  # none left for the third
+        assert workers[0].call(add, 2, 2, log=lambda line: None)["pid"] == pids[0]  # kept, call after call
+        assert discard_ahead() == 0
+    finally:
+        for worker in workers:
+            worker.close()
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_a_process_started_ahead_in_another_environment_is_not_taken_over_and_discarding_ends_it(monkeypatch):
+    from mnist_models.isolation import discard_ahead, start_ahead
+
+    (other,) = start_ahead(1, environment={"CUDA_VISIBLE_DEVICES": "0"}, preload=())
+    (before_the_change,) = start_ahead(1, preload=())
+    monkeypatch.setenv("MNIST_STUDY_TEST_VARIABLE", "set after the start")  # what the process was started without
+    worker = Worker(preload=())
+    try:
+        assert worker.call(add, 1, 1, log=lambda line: None)["pid"] not in (other, before_the_change)
+    finally:
+        worker.close()
+    assert alive(other) and alive(before_the_change)
+    assert discard_ahead() == 2
+    assert not alive(other) and not alive(before_the_change)
+
+
+def test_discarding_ends_processes_started_ahead_in_the_middle_of_their_tensorflow_import():
+    import time
+
+    from mnist_models.isolation import discard_ahead, start_ahead
+
+    pids = start_ahead(2)  # TensorFlow's import takes seconds: these are still in it
+    began = time.monotonic()
+    assert discard_ahead(keep=1) == 1 and alive(pids[0]) and not alive(pids[1])
+    assert discard_ahead() == 1 and not alive(pids[0])
+    assert time.monotonic() - began < 5  # killed, not waited for
+
+
+def test_stop_all_ends_the_processes_started_ahead_and_starts_none_until_allowed():
+    from mnist_models.isolation import allow_starts, discard_ahead, start_ahead, stop_all
+
+    (pid,) = start_ahead(1, preload=())
+    try:
+        assert stop_all() == 1  # the process started ahead, counted with the workers' processes
+        assert not alive(pid)
+        assert start_ahead(2, preload=()) == []  # an interrupted study starts nothing
+    finally:
+        allow_starts()
+    assert discard_ahead() == 0
