@@ -4,8 +4,9 @@ Run:   python flows/full_study.py                       (profile `full`: the stu
        python flows/full_study.py --profile quick --artifacts-dir /tmp/quick
        python flows/full_study.py --plan                (what a run would reuse or recompute, and why; writes nothing)
        python flows/full_study.py --help                (every option, with its default)
-Time:  quick profile about 75 s on 2 cores (benchmarks/results/timeline.md); full profile about 17 min (16 min 25 s)
-       (12-run learning-rate grid + the 20-epoch gradient pair); a finished study reruns in seconds.
+Time:  quick profile 73-100 s on 2 cores, with the host's speed (benchmarks/results/timeline.md); full profile
+       about 17 min (16 min 25 s) (12-run learning-rate grid + the 20-epoch gradient pair); a finished study
+       reruns in seconds.
 Reach: full profile at LR 0.001 after 10 epochs: dnn ~0.96, convnet ~0.99, resnet ~0.99 test accuracy;
        LR 0.1 diverges (~0.1) as in the study's table 5.1.
 Makes: artifacts/{data,runs,tables,figures,report}/ as described in artifacts/README.md.
@@ -304,8 +305,9 @@ def processes_ahead(config: StudyConfig, today: date | None = None) -> int:
     """How many training processes to start before the Prefect server and the data stage: as many as the grid will
     run at once when training is sure to be needed (no finished run in the artifacts folder yet, or training
     refreshed), else none. Their TensorFlow import then overlaps the server's start and the data stage, which leave
-    a core idle (timeline.md: 12.3 s of worker start after 13.5 s of start-up, server and data in the quick profile).
-    Not on a Dask cluster (its workers start the processes) nor beside GPUs (each GPU slot's process is its own)."""
+    a core idle (timeline-baseline-0a1f835: 12.3 s of worker start after 13.5 s of start-up, server and data in the
+    quick profile). Not on a Dask cluster (its workers start the processes) nor beside GPUs (each GPU slot's process
+    is its own)."""
     config = config.resolved(today or datetime.now(timezone.utc).date())
     layout = ArtifactsLayout.at(config.output_root)
     if config.dask_address or visible_gpus():
