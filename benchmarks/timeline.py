@@ -539,10 +539,13 @@ def _notes(marked: bool, jobs, folders, later, events, job_rows) -> list[str]:
     for (part, model), seconds in sorted(setups.items()):
         reused = setups.get(("run setup", model))
         if part == "worker start + TF import" and reused:
+            left = statistics.median(seconds) - statistics.median(reused)
+            estimate = (f"what was left of the process start and the TensorFlow import when the grid began was about "
+                        f"{max(left, 0.0):.1f} s{' (none, within the setups spread)' if left <= 0 else ''}" if ahead
+                        else f"process start and the TensorFlow import were about {left:.1f} s")
             notes.append(f"Worker start + TF import for {model}: {statistics.median(seconds):.1f} s; a reused "
-                         f"worker's setup of the same model took {statistics.median(reused):.1f} s, so process start "
-                         f"and the TensorFlow import were about {statistics.median(seconds) - statistics.median(reused):.1f}"
-                         " s (an estimate: the worker's 'ready' message is not logged).")
+                         f"worker's setup of the same model took {statistics.median(reused):.1f} s, so {estimate} "
+                         "(an estimate: the worker's 'ready' message is not logged).")
     if any(part == "worker start + TF import" for part, _ in setups) and not any(
             part == "run setup" for part, _ in setups):
         notes.append("Worker start + TF import also holds the first lineage's setup: no worker was reused, so "
