@@ -4,7 +4,7 @@ Run:   python flows/full_study.py                       (profile `full`: the stu
        python flows/full_study.py --profile quick --artifacts-dir /tmp/quick
        python flows/full_study.py --plan                (what a run would reuse or recompute, and why; writes nothing)
        python flows/full_study.py --help                (every option, with its default)
-Time:  quick profile 73-100 s on 2 cores, with the host's speed (benchmarks/results/timeline.md); full profile
+Time:  quick profile 70-105 s on 2 cores, with the host's speed (benchmarks/results/timeline.md); full profile
        about 17 min (16 min 25 s) (12-run learning-rate grid + the 20-epoch gradient pair); a finished study
        reruns in seconds.
 Reach: full profile at LR 0.001 after 10 epochs: dnn ~0.96, convnet ~0.99, resnet ~0.99 test accuracy;
