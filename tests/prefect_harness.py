@@ -137,6 +137,23 @@ class PrefectServer:
             with get_client(sync_client=True) as client:
                 yield client
 
+    @contextlib.contextmanager
+    def running_flows_here(self) -> Iterator[None]:
+        """Flows run in this process report to this server, and afterwards to the one configured before.
+
+        Prefect's process-wide event and log workers keep the server they were started for: their key holds no
+        URL. Started for this server, they would send a later test's events here after it has stopped, each one
+        failing only after ten reconnections, and the session's test harness waits for all of them at its end
+        (15 minutes, where CI's timeout ended the suite); started for the harness, they would send this server's
+        events there. So both are drained, delivering what they hold, on the way in and on the way out, and the
+        next event or log starts them again for the server then configured."""
+        drain_prefect_workers()
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            try:
+                yield
+            finally:
+                drain_prefect_workers()
+
     def deploy(self) -> None:
         """The work pool, and `prefect deploy --all` run from the repository root as a user would."""
         self.cli("work-pool", "create", POOL, "--type", "process")
@@ -150,6 +167,16 @@ class PrefectServer:
         match = re.search(r"UUID:\s*([0-9a-f-]{36})", created.stdout)
         assert match, f"no flow run id in:\n{created.stdout}"
         return match.group(1)
+
+
+def drain_prefect_workers(timeout: float = 60) -> None:
+    """Deliver what Prefect's event and log workers of this process hold, and stop them."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        _, pending = worker.drain_all(timeout=timeout)
+        assert not pending, f"Prefect's {worker.__name__} still had items to send after {timeout} s"
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from prefect import flow
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnist_models import planning
 from mnist_models.config import StudyConfig
@@ -155,7 +154,7 @@ def published_report(server, tmp_path_factory) -> tuple[str, ArtifactsLayout]:
     def publish() -> None:
         publish_artifacts(layout, [])
 
-    with temporary_settings({PREFECT_API_URL: server.api_url}):
+    with server.running_flows_here():
         publish()
     with server.client() as client:
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["study-report"])))
