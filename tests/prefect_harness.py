@@ -170,12 +170,20 @@ class PrefectServer:
 
 
 def drain_prefect_workers(timeout: float = 60) -> None:
-    """Deliver what Prefect's event and log workers of this process hold, and stop them."""
+    """Deliver what Prefect's event and log workers of this process hold, and stop them.
+
+    Where an event loop runs in this thread (Playwright's synchronous API keeps one), `drain_all` returns a
+    coroutine instead of waiting; run on Prefect's own loop, as its test harness does, it waits in either case."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain(worker) -> set:
+        done_and_pending = await worker.drain_all(timeout=timeout)  # None where there was no worker to drain
+        return done_and_pending[1] if done_and_pending else set()
 
     for worker in (APILogWorker, EventsWorker):
-        _, pending = worker.drain_all(timeout=timeout)
+        pending = run_coro_as_sync(drain(worker))
         assert not pending, f"Prefect's {worker.__name__} still had items to send after {timeout} s"
 
 
