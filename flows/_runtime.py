@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import contextlib
 import os
@@ -200,14 +201,33 @@ def prefect_api() -> Iterator[None]:
             try:
                 yield
             finally:
-                # Deliver the queued logs and events while the server is still there to take them.
-                from prefect.events.worker import EventsWorker
-                from prefect.logging.handlers import APILogWorker
-
-                APILogWorker.drain_all(timeout=10)
-                EventsWorker.drain_all(timeout=10)
+                drain_prefect_workers(timeout=10)  # while the server is still there to take what they hold
     finally:
         server.stop()
+
+
+def drain_prefect_workers(timeout: float) -> list[str]:
+    """Deliver what Prefect's process-wide log and event workers hold, and stop them; the names of those with items
+    still unsent after `timeout` seconds each.
+
+    They read PREFECT_API_URL once, when they start, and are kept per process whatever it says later: stopped, they
+    start again at the next log or event, for the server then configured. Where an event loop runs in this thread
+    (Playwright's synchronous API keeps one), `drain_all` returns a coroutine instead of waiting: it is then called
+    and awaited on Prefect's own loop, as Prefect's test harness does."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drained(worker: type) -> tuple | None:
+        return await worker.drain_all(timeout=timeout)  # None where no such worker ran
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # none in this thread (the command line): drain_all waits itself
+        results = {worker: worker.drain_all(timeout=timeout) for worker in (APILogWorker, EventsWorker)}
+    else:
+        results = {worker: run_coro_as_sync(drained(worker)) for worker in (APILogWorker, EventsWorker)}
+    return [worker.__name__ for worker, done_and_pending in results.items() if done_and_pending and done_and_pending[1]]
 
 
 def comma_separated(kind: type) -> Callable[[str], list]:

@@ -30,6 +30,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import LogSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows import _runtime
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPOSITORY.parent / "shared" / "datasets" / "mnist"
 PREFECT = str(Path(sys.executable).with_name("prefect"))  # the CLI of the environment running the tests
@@ -170,21 +172,9 @@ class PrefectServer:
 
 
 def drain_prefect_workers(timeout: float = 60) -> None:
-    """Deliver what Prefect's event and log workers of this process hold, and stop them.
-
-    Where an event loop runs in this thread (Playwright's synchronous API keeps one), `drain_all` returns a
-    coroutine instead of waiting; run on Prefect's own loop, as its test harness does, it waits in either case."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    async def drain(worker) -> set:
-        done_and_pending = await worker.drain_all(timeout=timeout)  # None where there was no worker to drain
-        return done_and_pending[1] if done_and_pending else set()
-
-    for worker in (APILogWorker, EventsWorker):
-        pending = run_coro_as_sync(drain(worker))
-        assert not pending, f"Prefect's {worker.__name__} still had items to send after {timeout} s"
+    """The study's own drain of Prefect's log and event workers; the test fails if anything is left unsent."""
+    unsent = _runtime.drain_prefect_workers(timeout)
+    assert not unsent, f"Prefect's {', '.join(unsent)} still had items to send after {timeout} s"
 
 
 @contextlib.contextmanager
