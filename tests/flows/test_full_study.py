@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.settings import PREFECT_API_URL
 
 from flows.full_study import describe_threads, full_study, processes_ahead
 from mnist_models.config import StudyConfig
@@ -269,30 +270,29 @@ def _task_run_names(flow_run_id) -> list[str]:
 
 
 def test_a_run_serving_the_sweep_and_the_gradient_experiment_trains_once_and_serves_both(tmp_path):
-    state = study(tmp_path, models=["resnet"], learning_rates=[0.001], epochs=1, gradient_models=["resnet_plain", "resnet"],
-                  gradient_epochs=1, train_subset=200)
+    # Any models make the experiment's pair (the study's is resnet_plain and resnet): these two train in seconds.
+    pair = {"learning_rates": [0.001], "epochs": 1, "gradient_models": ["convnet", "dnn"], "train_subset": 200}
+    state = study(tmp_path, models=["dnn"], gradient_epochs=1, **pair)
     assert state.is_completed(), state.message
     assert len(manifests(tmp_path)) == 2
     assert len([name for name in _task_run_names(state.state_details.flow_run_id) if name.startswith("train ")]) == 2
     summary = pd.read_parquet(tmp_path / "tables" / "summary.parquet")
-    resnet = summary[summary["model"] == "resnet"]
-    assert resnet[["role", "roles"]].values.tolist() == [["sweep", "sweep,gradient"]]
-    assert pd.read_parquet(tmp_path / "tables" / "lr_sweep.parquet")["model"].tolist() == ["resnet"]
-    assert set(pd.read_parquet(tmp_path / "tables" / "gradient_norms.parquet")["model"]) == {"resnet", "resnet_plain"}
-    assert (tmp_path / "figures" / "gradient_norms.png").exists() and (tmp_path / "figures" / "roc_resnet.png").exists()
+    dnn = summary[summary["model"] == "dnn"]
+    assert dnn[["role", "roles"]].values.tolist() == [["sweep", "sweep,gradient"]]
+    assert pd.read_parquet(tmp_path / "tables" / "lr_sweep.parquet")["model"].tolist() == ["dnn"]
+    assert set(pd.read_parquet(tmp_path / "tables" / "gradient_norms.parquet")["model"]) == {"convnet", "dnn"}
+    assert (tmp_path / "figures" / "gradient_norms.png").exists() and (tmp_path / "figures" / "roc_dnn.png").exists()
 
     # Planned later as a gradient-only run, the same training is reused and its evaluation too.
-    assert study(tmp_path, models=["dnn"], learning_rates=[0.001], epochs=1, gradient_models=["resnet_plain", "resnet"],
-                 gradient_epochs=1, train_subset=200).is_completed()
-    assert not any(key.startswith("evaluate resnet") for key in recomputed(tmp_path))
+    assert study(tmp_path, models=["convnet"], gradient_epochs=1, **pair).is_completed()
+    assert not any(key.startswith("evaluate dnn") for key in recomputed(tmp_path))
 
-    # A 2-epoch gradient experiment beside the 1-epoch sweep: one training of resnet writes both runs.
-    state = study(tmp_path / "longer", models=["resnet"], learning_rates=[0.001], epochs=1,
-                  gradient_models=["resnet_plain", "resnet"], gradient_epochs=2, train_subset=200)
+    # A 2-epoch gradient experiment beside the 1-epoch sweep: one training of dnn writes both runs.
+    state = study(tmp_path / "longer", models=["dnn"], gradient_epochs=2, **pair)
     assert state.is_completed(), state.message
     assert len(manifests(tmp_path / "longer")) == 3
     trainings = [name for name in _task_run_names(state.state_details.flow_run_id) if name.startswith("train ")]
-    assert sorted(trainings)[0].startswith("train resnet lr=0.001") and len(trainings) == 2
+    assert len(trainings) == 2 and sum(name.startswith("train dnn lr=0.001") for name in trainings) == 1, trainings
 
 
 # --------------------------------------------------------------------------- a copy of the project
@@ -304,13 +304,15 @@ def project_copy(tmp_path, mnist_dir):
     copy = tmp_path / "project"
     shutil.copytree(REPOSITORY, copy, ignore=shutil.ignore_patterns(
         ".git", ".venv", "artifacts", "*.egg-info", "__pycache__", ".pytest_cache", "benchmarks", "docs"))
-    environment = {**os.environ, "PYTHONPATH": str(copy), "MNIST_MIRROR": str(mnist_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    environment.pop("PREFECT_API_URL", None)  # each CLI run starts its own temporary server, as a user's does
-    environment["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    environment = {**os.environ, "PYTHONPATH": str(copy), "MNIST_MIRROR": str(mnist_dir), "TF_CPP_MIN_LOG_LEVEL": "3",
+                   "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": PREFECT_API_URL.value()}
 
-    def run(*arguments: str) -> subprocess.CompletedProcess:
+    def run(*arguments: str, own_server: bool = False) -> subprocess.CompletedProcess:
+        """Run the copy's study on the session's server, as for a user who runs `prefect server start`; with
+        `own_server`, on the temporary server it starts itself, as on a user's machine with no server set."""
+        options = {key: value for key, value in environment.items() if not (own_server and key == "PREFECT_API_URL")}
         return subprocess.run([sys.executable, str(copy / "flows" / "full_study.py"), *TINY_OPTIONS, *arguments],
-                              capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=600)
+                              capture_output=True, text=True, env=options, cwd=tmp_path, timeout=600)
 
     return copy, run
 
@@ -318,11 +320,12 @@ def project_copy(tmp_path, mnist_dir):
 def test_editing_source_retrains_or_rerenders_only_what_it_shapes(project_copy, tmp_path):
     copy, run = project_copy
     artifacts = tmp_path / "artifacts"
-    completed = run("--artifacts-dir", str(artifacts))
+    completed = run("--artifacts-dir", str(artifacts), own_server=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
     before = manifests(artifacts)
     # Nothing trained here yet: the training process was started before the server and took both lineages.
     output = completed.stdout + completed.stderr
+    assert "Starting temporary server" in output and "Stopping temporary server" in output
     (ahead,) = re.findall(r"started 1 training process\(es\) ahead, in process\(es\) (\d+)", output)
     assert re.findall(r"thread\(s\), in process (\d+)", output) == [ahead, ahead]
 
