@@ -310,7 +310,9 @@ def project_copy(tmp_path, mnist_dir):
     def run(*arguments: str, own_server: bool = False) -> subprocess.CompletedProcess:
         """Run the copy's study on the session's server, as for a user who runs `prefect server start`; with
         `own_server`, on the temporary server it starts itself, as on a user's machine with no server set."""
-        options = {key: value for key, value in environment.items() if not (own_server and key == "PREFECT_API_URL")}
+        options = dict(environment)
+        if own_server:
+            del options["PREFECT_API_URL"]
         return subprocess.run([sys.executable, str(copy / "flows" / "full_study.py"), *TINY_OPTIONS, *arguments],
                               capture_output=True, text=True, env=options, cwd=tmp_path, timeout=600)
 
